@@ -1,0 +1,63 @@
+"""The `hsg` command line.
+
+Sub-commands are imported only when invoked, so `hsg --help` and `hsg db status` stay
+fast and do not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from hsg import __version__
+
+# name -> (module, attribute, one-line help shown in `hsg --help`)
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "db": ("hsg.db.cli", "db", "Run the local Neo4j + GDS server and apply the schema."),
+    "models": ("hsg.models.cli", "models", "Nucleotide Transformer encoders: embed, make-tiny."),
+    "sae": ("hsg.sae.cli", "sae", "Train and evaluate sparse autoencoders."),
+    "ingest": ("hsg.ingest.cli", "ingest", "Encode regions and write them into Neo4j."),
+    "demo": ("hsg.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _COMMANDS:
+            module_name, attr, _ = _COMMANDS[cmd_name]
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and exc.name.startswith("hsg"):
+                    return None  # not built yet in this checkout
+                raise
+            return getattr(module, attr)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in sorted(_COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hsg")
+def cli() -> None:
+    """hsg — read what genomic language models learned, as a Neo4j knowledge graph.
+
+    Typical session: `hsg db start`, `hsg db init`, `hsg ingest regions.tsv --model …
+    --sae …`, then explore in Neo4j Browser at http://127.0.0.1:7474/browser/.
+    """
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

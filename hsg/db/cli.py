@@ -1,0 +1,149 @@
+"""`hsg db`: the local Neo4j + GDS server and the schema."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from hsg.db import server
+from hsg.db.connection import driver_session, server_versions
+from hsg.db.errors import DatabaseError
+from hsg.db.options import connection_options
+from hsg.db.schema import apply_schema
+from hsg.db.settings import ConnectionSettings
+
+
+def _server_options(func):
+    func = click.option(
+        "--home",
+        type=click.Path(path_type=Path, file_okay=False),
+        envvar="HSG_HOME",
+        help="Neo4j home directory [env HSG_HOME; default ./.hsg/neo4j].",
+    )(func)
+    func = click.option("--bolt-port", type=int, help="Bolt port [env HSG_BOLT_PORT; default 7687].")(func)
+    func = click.option("--http-port", type=int, help="HTTP/Browser port [env HSG_HTTP_PORT; default 7474].")(func)
+    func = click.option("--heap", help="JVM heap, e.g. 1g [env HSG_HEAP; default 1g].")(func)
+    func = click.option("--pagecache", help="Page cache size, e.g. 512m [env HSG_PAGECACHE].")(func)
+    return func
+
+
+def _config(home, bolt_port, http_port, heap, pagecache) -> server.ServerConfig:
+    return server.ServerConfig.from_env(
+        home=home, bolt_port=bolt_port, http_port=http_port, heap=heap, pagecache=pagecache
+    )
+
+
+def _fail(exc: DatabaseError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group()
+def db() -> None:
+    """Run a local Neo4j Community + Graph Data Science + Browser server, without Docker.
+
+    The server is assembled from Maven Central into a normal Neo4j home (default
+    ./.hsg/neo4j), bound to 127.0.0.1, with authentication on. Docker users can run
+    docker/compose.yaml instead and point NEO4J_URI / NEO4J_PASSWORD at it.
+    """
+
+
+@db.command()
+@_server_options
+@click.option("--force", is_flag=True, help="Resolve and lay out the jars again.")
+def install(force, **opts) -> None:
+    """Fetch Neo4j, GDS and Browser jars from Maven Central and lay out the home (needs mvn)."""
+    try:
+        manifest = server.install(_config(**opts), force=force, log=_log)
+    except DatabaseError as exc:
+        _fail(exc)
+    click.echo(json.dumps(manifest, indent=2))
+
+
+@db.command()
+@_server_options
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for Bolt.")
+def start(timeout, **opts) -> None:
+    """Start the server in the background (installs it first if needed) and wait for Bolt.
+
+    The password is NEO4J_PASSWORD, or one generated on first start and kept in
+    <home>/conf/hsg-password, readable only by you.
+    """
+    try:
+        server.start(_config(**opts), timeout=timeout, log=_log)
+    except DatabaseError as exc:
+        _fail(exc)
+
+
+@db.command()
+@_server_options
+def stop(**opts) -> None:
+    """Stop the server gracefully; data stays in <home>/data."""
+    cfg = _config(**opts)
+    if server.stop(cfg, log=_log):
+        click.echo(f"Neo4j stopped ({cfg.home})")
+    else:
+        click.echo(f"Neo4j was not running ({cfg.home})")
+
+
+@db.command()
+@_server_options
+@click.option("--uri", envvar="NEO4J_URI", help="Bolt URI of the server to query.")
+@click.option("--user", envvar="NEO4J_USER")
+@click.option("--password", envvar="NEO4J_PASSWORD")
+@click.option("--database", envvar="NEO4J_DATABASE")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(uri, user, password, database, as_json, **opts) -> None:
+    """Say whether the server runs, and print its Neo4j and GDS versions.
+
+    Exits 1 when the server cannot be reached.
+    """
+    cfg = _config(**opts)
+    settings = ConnectionSettings.from_env(
+        uri or cfg.bolt_uri, user, password, database, home=cfg.home
+    )
+    info: dict = {"home": str(cfg.home), "pid": server.running_pid(cfg), "uri": settings.uri}
+    try:
+        with driver_session(settings) as driver:
+            info.update(server_versions(driver, settings.database))
+            info["nodes"] = driver.execute_query(
+                "MATCH (n) RETURN count(n) AS c", database_=settings.database
+            ).records[0]["c"]
+    except DatabaseError as exc:
+        info["error"] = str(exc)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        pid = info["pid"]
+        click.echo(f"home:     {info['home']}")
+        click.echo(f"process:  {'running, pid ' + str(pid) if pid else 'no local server process'}")
+        if "error" in info:
+            click.echo(f"bolt:     {settings.uri} — not reachable")
+            click.echo(f"error: {info['error']}", err=True)
+        else:
+            click.echo(f"bolt:     {settings.uri} — up")
+            click.echo(f"neo4j:    {info['neo4j']} ({info['edition']})")
+            click.echo(f"gds:      {info['gds'] or 'NOT INSTALLED'}")
+            click.echo(f"browser:  {cfg.browser_url}")
+            click.echo(f"nodes:    {info['nodes']}")
+    if "error" in info:
+        sys.exit(1)
+
+
+@db.command()
+@connection_options
+def init(settings: ConnectionSettings) -> None:
+    """Apply schema/*.cypher (constraints, indexes); safe to run repeatedly."""
+    try:
+        with driver_session(settings) as driver:
+            n = apply_schema(driver, settings.database)
+    except DatabaseError as exc:
+        _fail(exc)
+    click.echo(f"schema applied: {n} statements on {settings.describe()}")

@@ -1,0 +1,509 @@
+"""A real Neo4j Community server with Graph Data Science and Browser, without Docker.
+
+The jars come from Maven Central through `docker/server/pom.xml` and are laid out as a
+normal Neo4j home:
+
+    <home>/lib        Neo4j, Browser and their dependencies (JVM classpath)
+    <home>/plugins    the Graph Data Science jars (procedures scanned from here)
+    <home>/conf       neo4j.conf, generated; the generated password (mode 0600)
+    <home>/data       databases; survives stop/start
+    <home>/logs       neo4j.log, debug.log, console.log
+    <home>/run        neo4j.pid
+
+The GDS Maven artifacts are not shaded, so they cannot simply be dropped into `plugins/`:
+their extension (`opengds-extension`) registers itself through the JVM's service loader,
+which only sees the application classpath. We therefore put `plugins/*` on the classpath
+too, and keep every third-party jar in `lib/` only, so no class exists twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hsg.db.errors import DatabaseError
+from hsg.db.settings import PASSWORD_FILE, password_path
+from hsg.paths import default_home, server_build_dir
+
+ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"
+ADMIN_TOOL = "org.neo4j.cli.AdminTool"
+GDS_GROUP_PREFIX = "org.neo4j.gds."
+SUPPORTED_JAVA = (17, 21)
+MANIFEST = "hsg-server.json"
+
+# JVM options Neo4j's own launcher passes on Java 17+; without the opens, Netty and the
+# page cache fall back to slow paths or fail.
+JVM_OPTIONS = (
+    "-XX:+UseG1GC",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:+UnlockDiagnosticVMOptions",
+    "-XX:+DebugNonSafepoints",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djdk.nio.maxCachedBufferSize=1024",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Djdk.tls.ephemeralDHKeySize=2048",
+    "-Dlog4j2.disable.jmx=true",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-exports=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--enable-native-access=ALL-UNNAMED",
+)
+
+
+@dataclass
+class ServerConfig:
+    """Everything that decides how the local server is laid out and started."""
+
+    home: Path = field(default_factory=default_home)
+    bolt_port: int = 7687
+    http_port: int = 7474
+    listen_address: str = "127.0.0.1"
+    heap: str = "1g"
+    pagecache: str = "512m"
+    java_home: Path | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServerConfig:
+        env = os.environ
+        cfg = cls()
+        if env.get("HSG_BOLT_PORT"):
+            cfg.bolt_port = int(env["HSG_BOLT_PORT"])
+        if env.get("HSG_HTTP_PORT"):
+            cfg.http_port = int(env["HSG_HTTP_PORT"])
+        if env.get("HSG_HEAP"):
+            cfg.heap = env["HSG_HEAP"]
+        if env.get("HSG_PAGECACHE"):
+            cfg.pagecache = env["HSG_PAGECACHE"]
+        if env.get("HSG_JAVA_HOME"):
+            cfg.java_home = Path(env["HSG_JAVA_HOME"])
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, Path(value) if key in ("home", "java_home") else value)
+        cfg.home = Path(cfg.home).expanduser().resolve()
+        return cfg
+
+    @property
+    def bolt_uri(self) -> str:
+        return f"bolt://{self.listen_address}:{self.bolt_port}"
+
+    @property
+    def browser_url(self) -> str:
+        return f"http://{self.listen_address}:{self.http_port}/browser/"
+
+
+# ---------------------------------------------------------------------------- java
+
+
+def find_java(cfg: ServerConfig) -> tuple[Path, int]:
+    """A Java that Neo4j 5.26 supports (17 or 21), or a message saying how to get one."""
+    candidates: list[Path] = []
+    for home in (cfg.java_home, os.environ.get("JAVA_HOME")):
+        if home:
+            candidates.append(Path(home) / "bin" / "java")
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(Path(on_path))
+    jvm_root = Path("/usr/lib/jvm")
+    if jvm_root.is_dir():
+        candidates.extend(sorted(jvm_root.glob("*/bin/java")))
+    seen: list[str] = []
+    for java in candidates:
+        if not java.exists():
+            continue
+        major = java_major_version(java)
+        seen.append(f"{java} (Java {major})")
+        if major in SUPPORTED_JAVA:
+            return java, major
+    if not seen:
+        raise DatabaseError(
+            "Java is missing: Neo4j 5.26 needs Java 17 or 21. Install it (Debian: "
+            "`apt-get install openjdk-17-jre-headless`) or set JAVA_HOME / HSG_JAVA_HOME."
+        )
+    raise DatabaseError(
+        "no supported Java found: Neo4j 5.26 needs Java 17 or 21; found "
+        + ", ".join(seen)
+        + ". Set HSG_JAVA_HOME to a Java 17 installation."
+    )
+
+
+def java_major_version(java: Path) -> int | None:
+    try:
+        out = subprocess.run(
+            [str(java), "-version"], capture_output=True, text=True, timeout=30
+        ).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2)) if major == 1 and match.group(2) else major
+
+
+# ------------------------------------------------------------------------- install
+
+
+def _pom_path() -> Path:
+    return server_build_dir() / "pom.xml"
+
+
+def _pom_digest(pom: Path) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()
+
+
+def read_manifest(home: Path) -> dict | None:
+    try:
+        return json.loads((home / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_installed(cfg: ServerConfig) -> bool:
+    manifest = read_manifest(cfg.home)
+    pom = _pom_path()
+    return bool(manifest) and pom.exists() and manifest.get("pom_sha256") == _pom_digest(pom)
+
+
+def install(cfg: ServerConfig, force: bool = False, log=print) -> dict:
+    """Resolve the jars with Maven and lay them out; a no-op when already done for this pom.
+
+    Maven's own cache (~/.m2) makes a second install fast; nothing depends on it existing.
+    """
+    pom = _pom_path()
+    if not pom.exists():
+        raise DatabaseError(f"server build file missing: {pom}")
+    if is_installed(cfg) and not force:
+        return read_manifest(cfg.home) or {}
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DatabaseError(
+            "Maven (`mvn`) is needed once to fetch Neo4j and GDS from Maven Central; "
+            "install it (Debian: `apt-get install maven`) or use docker/compose.yaml."
+        )
+    java, _ = find_java(cfg)
+    stage = cfg.home / ".stage"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    env = dict(os.environ, JAVA_HOME=str(java.parent.parent))
+    log(f"resolving Neo4j, Browser and GDS from Maven Central ({pom}) …")
+    proc = subprocess.run(
+        [
+            mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+            f"-DoutputDirectory={stage}", "-Dmdep.prependGroupId=true",
+        ],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise DatabaseError(
+            "Maven could not resolve the server jars:\n" + (proc.stdout + proc.stderr)[-3000:]
+        )
+    lib, plugins = cfg.home / "lib", cfg.home / "plugins"
+    for folder in (lib, plugins):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    for name in (p for p in ("conf", "data", "logs", "run") if p):
+        (cfg.home / name).mkdir(parents=True, exist_ok=True)
+    jars = sorted(stage.glob("*.jar"))
+    for jar in jars:
+        target = plugins if jar.name.startswith(GDS_GROUP_PREFIX) else lib
+        jar.rename(target / jar.name)
+    shutil.rmtree(stage, ignore_errors=True)
+    manifest = {
+        "pom_sha256": _pom_digest(pom),
+        "neo4j": _version_of(lib, "org.neo4j.neo4j-"),
+        "gds": _version_of(plugins, "org.neo4j.gds.proc-"),
+        "browser": _version_of(lib, "org.neo4j.client.neo4j-browser-"),
+        "lib_jars": len(list(lib.glob("*.jar"))),
+        "plugin_jars": len(list(plugins.glob("*.jar"))),
+    }
+    (cfg.home / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    log(
+        f"installed Neo4j {manifest['neo4j']} + GDS {manifest['gds']} + Browser "
+        f"{manifest['browser']} in {cfg.home}"
+    )
+    return manifest
+
+
+def _version_of(folder: Path, prefix: str) -> str | None:
+    pattern = re.compile(re.escape(prefix) + r"(\d[\w.\-]*)\.jar$")
+    for jar in folder.glob(prefix + "*.jar"):
+        match = pattern.match(jar.name)
+        if match:
+            return match.group(1)
+    return None
+
+
+# -------------------------------------------------------------------- conf, password
+
+
+def write_conf(cfg: ServerConfig) -> Path:
+    """neo4j.conf is generated from ServerConfig on every start, so options always apply."""
+    conf = cfg.home / "conf" / "neo4j.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Generated by `hsg db start` from its options; edits are overwritten.",
+        f"server.default_listen_address={cfg.listen_address}",
+        f"server.default_advertised_address={cfg.listen_address}",
+        f"server.bolt.listen_address=:{cfg.bolt_port}",
+        f"server.http.listen_address=:{cfg.http_port}",
+        "server.https.enabled=false",
+        "dbms.security.auth_enabled=true",
+        "dbms.security.procedures.unrestricted=gds.*",
+        "dbms.security.procedures.allowlist=gds.*",
+        "dbms.usage_report.enabled=false",
+        f"server.memory.pagecache.size={cfg.pagecache}",
+        "db.tx_log.rotation.retention_policy=2 days 1G",
+        "server.directories.plugins=plugins",
+        "server.directories.run=run",
+    ]
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def ensure_password(cfg: ServerConfig, java: Path, log=print) -> str:
+    """Set the initial password before the first start: NEO4J_PASSWORD, else a generated one.
+
+    The password is kept in <home>/conf/hsg-password (mode 0600) so that every later `hsg`
+    command finds it. Neo4j only accepts an initial password before its system database
+    exists; afterwards the stored one is authoritative.
+    """
+    path = password_path(cfg.home)
+    system_exists = (cfg.home / "data" / "databases" / "system").exists()
+    wanted = os.environ.get("NEO4J_PASSWORD")
+    if path.exists():
+        stored = path.read_text().strip()
+        if wanted and wanted != stored and system_exists:
+            log(
+                "warning: NEO4J_PASSWORD differs from the password this server was initialised "
+                f"with ({path}); connections will use NEO4J_PASSWORD and may be refused."
+            )
+        return stored
+    if system_exists:
+        if wanted:
+            _write_secret(path, wanted)
+            return wanted
+        raise DatabaseError(
+            f"the server in {cfg.home} was initialised already, but its password file {path} "
+            "is gone: set NEO4J_PASSWORD to its password."
+        )
+    password = wanted or secrets.token_urlsafe(18)
+    if len(password) < 8:
+        raise DatabaseError("NEO4J_PASSWORD must have at least 8 characters (Neo4j's minimum)")
+    proc = subprocess.run(
+        [str(java), "-cp", str(cfg.home / "lib" / "*"), ADMIN_TOOL, "dbms",
+         "set-initial-password", password],
+        capture_output=True, text=True, env=_neo4j_env(cfg, java),
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise DatabaseError("could not set the initial password:\n" + proc.stderr[-2000:])
+    _write_secret(path, password)
+    if not wanted:
+        log(f"generated a Neo4j password, kept in {path} (readable only by you)")
+    return password
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    os.chmod(path, 0o600)
+
+
+def _neo4j_env(cfg: ServerConfig, java: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        NEO4J_HOME=str(cfg.home),
+        NEO4J_CONF=str(cfg.home / "conf"),
+        JAVA_HOME=str(java.parent.parent),
+    )
+
+
+# ------------------------------------------------------------------ process control
+
+
+def pid_file(cfg: ServerConfig) -> Path:
+    return cfg.home / "run" / "neo4j.pid"
+
+
+def running_pid(cfg: ServerConfig) -> int | None:
+    """The server's pid if its pid file names a live Neo4j process of this home."""
+    try:
+        pid = int(pid_file(cfg).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return pid
+    return pid if ENTRY_POINT in cmdline else None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def start(cfg: ServerConfig, timeout: float = 180.0, log=print) -> int:
+    """Start the server in the background and wait until Bolt answers; returns the pid."""
+    pid = running_pid(cfg)
+    if pid is not None:
+        log(f"Neo4j already running (pid {pid}) from {cfg.home}")
+        return pid
+    java, major = find_java(cfg)
+    for name, port in (("Bolt", cfg.bolt_port), ("HTTP", cfg.http_port)):
+        if port_in_use(cfg.listen_address, port):
+            raise DatabaseError(
+                f"{name} port {port} on {cfg.listen_address} is already in use by another "
+                f"program. Stop it, or choose another port: `hsg db start --{name.lower()}-port "
+                "N` (and set NEO4J_URI accordingly)."
+            )
+    install(cfg, log=log)
+    write_conf(cfg)
+    ensure_password(cfg, java, log=log)
+    logs = cfg.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (cfg.home / "run").mkdir(parents=True, exist_ok=True)
+    classpath = f"{cfg.home / 'lib' / '*'}:{cfg.home / 'plugins' / '*'}"
+    cmd = [
+        str(java),
+        f"-Xms{cfg.heap}",
+        f"-Xmx{cfg.heap}",
+        *JVM_OPTIONS,
+        "-cp",
+        classpath,
+        ENTRY_POINT,
+        f"--home-dir={cfg.home}",
+        f"--config-dir={cfg.home / 'conf'}",
+    ]
+    console = open(logs / "console.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        cmd,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cfg.home,
+        env=_neo4j_env(cfg, java),
+        start_new_session=True,  # survives the CLI process and its terminal
+    )
+    console.close()
+    pid_file(cfg).write_text(str(proc.pid))
+    log(f"starting Neo4j (Java {major}, pid {proc.pid}, heap {cfg.heap}) …")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pid_file(cfg).unlink(missing_ok=True)
+            raise DatabaseError(
+                f"Neo4j exited with status {proc.returncode} while starting; see "
+                f"{logs / 'neo4j.log'} and {logs / 'console.log'}:\n{_tail(logs)}"
+            )
+        if _log_says_started(logs) and wait_for_port(cfg.listen_address, cfg.bolt_port, 1):
+            log(f"Neo4j is up: Bolt {cfg.bolt_uri}, Browser {cfg.browser_url}")
+            return proc.pid
+        time.sleep(0.5)
+    raise DatabaseError(
+        f"Neo4j did not open Bolt on port {cfg.bolt_port} within {timeout:.0f} s; see "
+        f"{logs / 'neo4j.log'}"
+    )
+
+
+def _log_says_started(logs: Path) -> bool:
+    try:
+        with open(logs / "neo4j.log", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            return b"Started." in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+def _tail(logs: Path, lines: int = 15) -> str:
+    text = ""
+    for name in ("neo4j.log", "console.log"):
+        try:
+            text += (logs / name).read_text(errors="replace")
+        except FileNotFoundError:
+            pass
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def stop(cfg: ServerConfig, timeout: float = 60.0, log=print) -> bool:
+    """Stop gracefully (SIGTERM lets Neo4j flush and checkpoint); False if it was not running."""
+    pid = running_pid(cfg)
+    if pid is None:
+        pid_file(cfg).unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.3)
+    else:
+        log(f"Neo4j (pid {pid}) ignored SIGTERM for {timeout:.0f} s; killing it")
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.1)
+    pid_file(cfg).unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        return state != "Z"
+    except OSError:
+        return True
+
+
+def describe(cfg: ServerConfig) -> dict:
+    info = asdict(cfg)
+    info["home"] = str(cfg.home)
+    info["java_home"] = str(cfg.java_home) if cfg.java_home else None
+    info["installed"] = read_manifest(cfg.home)
+    info["pid"] = running_pid(cfg)
+    info["password_file"] = str(cfg.home / "conf" / PASSWORD_FILE)
+    return info

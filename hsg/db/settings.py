@@ -1,0 +1,65 @@
+"""Connection settings, read in one place.
+
+Precedence: explicit CLI options, then `NEO4J_URI` / `NEO4J_USER` / `NEO4J_PASSWORD` /
+`NEO4J_DATABASE`, then the local server that `hsg db start` runs (its generated password
+file), then Neo4j's defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hsg.paths import default_home
+
+DEFAULT_URI = "bolt://127.0.0.1:7687"
+DEFAULT_USER = "neo4j"
+DEFAULT_DATABASE = "neo4j"
+PASSWORD_FILE = "hsg-password"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    uri: str = DEFAULT_URI
+    user: str = DEFAULT_USER
+    password: str | None = None
+    database: str = DEFAULT_DATABASE
+
+    @classmethod
+    def from_env(
+        cls,
+        uri: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        database: str | None = None,
+        home: Path | None = None,
+    ) -> ConnectionSettings:
+        env = os.environ
+        resolved = cls(
+            uri=uri or env.get("NEO4J_URI") or DEFAULT_URI,
+            user=user or env.get("NEO4J_USER") or DEFAULT_USER,
+            password=password if password is not None else env.get("NEO4J_PASSWORD"),
+            database=database or env.get("NEO4J_DATABASE") or DEFAULT_DATABASE,
+        )
+        if resolved.password is None:
+            stored = read_password_file(home or default_home())
+            if stored is not None:
+                resolved = replace(resolved, password=stored)
+        return resolved
+
+    def describe(self) -> str:
+        """For messages: never prints the password."""
+        return f"{self.user}@{self.uri} (database {self.database!r})"
+
+
+def password_path(home: Path) -> Path:
+    return home / "conf" / PASSWORD_FILE
+
+
+def read_password_file(home: Path) -> str | None:
+    path = password_path(home)
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, PermissionError):
+        return None
