@@ -23,8 +23,12 @@ def _server_options(func):
         envvar="HSG_HOME",
         help="Neo4j home directory [env HSG_HOME; default ./.hsg/neo4j].",
     )(func)
-    func = click.option("--bolt-port", type=int, help="Bolt port [env HSG_BOLT_PORT; default 7687].")(func)
-    func = click.option("--http-port", type=int, help="HTTP/Browser port [env HSG_HTTP_PORT; default 7474].")(func)
+    func = click.option(
+        "--bolt-port", type=int, help="Bolt port [env HSG_BOLT_PORT; default 7687]."
+    )(func)
+    func = click.option(
+        "--http-port", type=int, help="HTTP/Browser port [env HSG_HTTP_PORT; default 7474]."
+    )(func)
     func = click.option("--heap", help="JVM heap, e.g. 1g [env HSG_HEAP; default 1g].")(func)
     func = click.option("--pagecache", help="Page cache size, e.g. 512m [env HSG_PAGECACHE].")(func)
     return func

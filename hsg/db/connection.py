@@ -108,9 +108,9 @@ def server_versions(driver: neo4j.Driver, database: str) -> dict[str, str | None
             info["neo4j"] = row["version"]
             info["edition"] = row["edition"]
     try:
-        info["gds"] = driver.execute_query(
-            "RETURN gds.version() AS v", database_=database
-        ).records[0]["v"]
+        info["gds"] = driver.execute_query("RETURN gds.version() AS v", database_=database).records[
+            0
+        ]["v"]
     except ClientError:
         info["gds"] = None
     return info

@@ -14,14 +14,18 @@ from hsg.db.settings import ConnectionSettings
 def connection_options(func: Callable) -> Callable:
     """Adds --uri/--user/--password/--database and passes `settings: ConnectionSettings`."""
 
-    @click.option("--uri", envvar="NEO4J_URI", help="Bolt URI [env NEO4J_URI; default bolt://127.0.0.1:7687].")
+    @click.option(
+        "--uri", envvar="NEO4J_URI", help="Bolt URI [env NEO4J_URI; default bolt://127.0.0.1:7687]."
+    )
     @click.option("--user", envvar="NEO4J_USER", help="User [env NEO4J_USER; default neo4j].")
     @click.option(
         "--password",
         envvar="NEO4J_PASSWORD",
         help="Password [env NEO4J_PASSWORD; default: the local server's generated one].",
     )
-    @click.option("--database", envvar="NEO4J_DATABASE", help="Database [env NEO4J_DATABASE; default neo4j].")
+    @click.option(
+        "--database", envvar="NEO4J_DATABASE", help="Database [env NEO4J_DATABASE; default neo4j]."
+    )
     @click.option(
         "--home",
         type=click.Path(path_type=Path, file_okay=False),

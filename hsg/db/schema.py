@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import neo4j
-from neo4j.exceptions import ClientError
+from neo4j.exceptions import Neo4jError
 
 from hsg.db.cypher import split_statements
 from hsg.db.errors import DatabaseError
@@ -31,7 +31,7 @@ def apply_schema(driver: neo4j.Driver, database: str, directory: Path | None = N
     for path, statement in schema_statements(directory):
         try:
             driver.execute_query(statement, database_=database)
-        except ClientError as exc:
+        except Neo4jError as exc:
             if "ConstraintCreationFailed" in (exc.code or "") or "already exists" in str(exc):
                 raise DatabaseError(
                     f"cannot apply {path.name}: the database holds data that conflicts with "

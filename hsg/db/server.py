@@ -40,6 +40,8 @@ ADMIN_TOOL = "org.neo4j.cli.AdminTool"
 GDS_GROUP_PREFIX = "org.neo4j.gds."
 SUPPORTED_JAVA = (17, 21)
 MANIFEST = "hsg-server.json"
+# Where distributions install JDKs side by side; searched after JAVA_HOME and PATH.
+JVM_ROOTS = (Path("/usr/lib/jvm"),)
 
 # JVM options Neo4j's own launcher passes on Java 17+; without the opens, Netty and the
 # page cache fall back to slow paths or fail.
@@ -116,9 +118,9 @@ def find_java(cfg: ServerConfig) -> tuple[Path, int]:
     on_path = shutil.which("java")
     if on_path:
         candidates.append(Path(on_path))
-    jvm_root = Path("/usr/lib/jvm")
-    if jvm_root.is_dir():
-        candidates.extend(sorted(jvm_root.glob("*/bin/java")))
+    for jvm_root in JVM_ROOTS:
+        if jvm_root.is_dir():
+            candidates.extend(sorted(jvm_root.glob("*/bin/java")))
     seen: list[str] = []
     for java in candidates:
         if not java.exists():
@@ -214,7 +216,7 @@ def install(cfg: ServerConfig, force: bool = False, log=print) -> dict:
     for folder in (lib, plugins):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-    for name in (p for p in ("conf", "data", "logs", "run") if p):
+    for name in ("conf", "data", "logs", "run"):
         (cfg.home / name).mkdir(parents=True, exist_ok=True)
     jars = sorted(stage.glob("*.jar"))
     for jar in jars:
