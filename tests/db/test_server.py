@@ -67,7 +67,8 @@ def test_pagerank_matches_networkx(clean_db, settings):
         keys = {
             row["nodeId"]: row["k"]
             for row in clean_db.execute_query(
-                "MATCH (n:PRNode) RETURN id(n) AS nodeId, n.k AS k"
+                "UNWIND $ids AS nodeId RETURN nodeId, gds.util.asNode(nodeId).k AS k",
+                ids=[int(i) for i in result["nodeId"]],
             ).records
         }
     finally:

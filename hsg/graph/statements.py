@@ -1,0 +1,123 @@
+"""Every Cypher statement the writer sends, in one place.
+
+All of them take parameters; nothing user-supplied is ever spliced into query text. Rows
+arrive in batches and are expanded server-side with UNWIND, so one round trip writes
+thousands of relationships.
+
+Graph model (see ../shared/DESIGN.md):
+
+    (:Sequence {id, chrom, start, end, strand, length, gc, sequence})
+    (:Sequence)-[:HAS_LABEL]->(:Label {name})
+    (:Sequence)-[:ACTIVATES {position, token, activation, rank}]->(:Feature {id, sae, index})
+    (:Sequence)-[:OVERLAPS {start, end}]->(:Annotation {id, kind, name, source})
+    (:Sequence)-[:HAS_MOTIF {start, end, strand, score}]->(:Annotation)
+    (:Sequence)-[:ENCODED_BY {run, activations}]->(:SAE)     -- the per-sequence commit mark
+    (:Feature)-[:IN_SAE]->(:SAE)-[:READS {layer}]->(:Model)
+    (:IngestRun {id, …parameters})-[:USED]->(:SAE)
+
+`ENCODED_BY` is written in the same transaction as the sequence's activations: a sequence
+has all of its activations for an SAE, or none and no mark. That makes re-runs idempotent
+and killed runs resumable.
+"""
+
+MERGE_MODEL = """
+MERGE (m:Model {id: $model.id})
+SET m += $model
+"""
+
+MERGE_SAE = """
+MATCH (m:Model {id: $model_id})
+MERGE (x:SAE {id: $sae.id})
+SET x += $sae
+MERGE (x)-[r:READS]->(m)
+SET r.layer = $sae.layer
+"""
+
+# Features are created up front for the whole dictionary: writes then only MATCH them,
+# and a feature that never fires is still visible (with degree 0) to analyses.
+MERGE_FEATURES = """
+MATCH (x:SAE {id: $sae_id})
+UNWIND $indices AS i
+MERGE (f:Feature {id: $sae_id + '/' + toString(i)})
+ON CREATE SET f.sae = $sae_id, f.index = i
+MERGE (f)-[:IN_SAE]->(x)
+"""
+
+CREATE_RUN = """
+MATCH (x:SAE {id: $sae_id})
+MERGE (r:IngestRun {id: $run.id})
+SET r += $run
+MERGE (r)-[:USED]->(x)
+"""
+
+FINISH_RUN = """
+MATCH (r:IngestRun {id: $run_id})
+SET r += $summary
+"""
+
+ENCODED_IDS = """
+UNWIND $ids AS id
+MATCH (s:Sequence {id: id})-[:ENCODED_BY]->(:SAE {id: $sae_id})
+RETURN s.id AS id
+"""
+
+MERGE_SEQUENCES = """
+UNWIND $rows AS row
+MERGE (s:Sequence {id: row.id})
+ON CREATE SET s += row.props
+WITH s, row
+UNWIND row.labels AS name
+MERGE (l:Label {name: name})
+MERGE (s)-[:HAS_LABEL]->(l)
+"""
+
+# The guard (NOT EXISTS) keeps a concurrent or repeated batch from doubling activations;
+# the activation rows are [feature index, token position, token, activation, rank].
+WRITE_ACTIVATIONS = """
+MATCH (x:SAE {id: $sae_id})
+UNWIND $rows AS row
+MATCH (s:Sequence {id: row.id})
+WHERE NOT EXISTS { (s)-[:ENCODED_BY]->(x) }
+CREATE (s)-[:ENCODED_BY {run: $run_id, activations: size(row.acts)}]->(x)
+WITH s, row
+UNWIND row.acts AS a
+MATCH (f:Feature {id: $prefix + toString(a[0])})
+CREATE (s)-[:ACTIVATES {position: a[1], token: a[2], activation: a[3], rank: a[4]}]->(f)
+"""
+
+MERGE_ANNOTATIONS = """
+UNWIND $rows AS row
+MERGE (a:Annotation {id: row.id})
+ON CREATE SET a += row
+"""
+
+# Annotation links are MERGEd on (sequence, annotation, start, end): idempotent on re-runs.
+LINK_OVERLAPS = """
+UNWIND $rows AS row
+MATCH (s:Sequence {id: row.seq})
+MATCH (a:Annotation {id: row.ann})
+MERGE (s)-[r:OVERLAPS {start: row.props.start, end: row.props.end}]->(a)
+SET r += row.props
+"""
+
+LINK_MOTIFS = """
+UNWIND $rows AS row
+MATCH (s:Sequence {id: row.seq})
+MATCH (a:Annotation {id: row.ann})
+MERGE (s)-[r:HAS_MOTIF {start: row.props.start, end: row.props.end, strand: row.props.strand}]->(a)
+SET r += row.props
+"""
+
+COUNTS = """
+CALL () { MATCH (n:Sequence) RETURN count(n) AS sequences }
+CALL () { MATCH (n:Feature) RETURN count(n) AS features }
+CALL () { MATCH (n:Label) RETURN count(n) AS labels }
+CALL () { MATCH (n:Annotation) RETURN count(n) AS annotations }
+CALL () { MATCH ()-[r:ACTIVATES]->() RETURN count(r) AS activates }
+CALL () { MATCH ()-[r:HAS_LABEL]->() RETURN count(r) AS has_label }
+CALL () { MATCH ()-[r:OVERLAPS]->() RETURN count(r) AS overlaps }
+CALL () { MATCH ()-[r:HAS_MOTIF]->() RETURN count(r) AS has_motif }
+CALL () { MATCH ()-[r:ENCODED_BY]->() RETURN count(r) AS encoded_by }
+RETURN sequences, features, labels, annotations, activates, has_label, overlaps, has_motif,
+       encoded_by
+"""

@@ -1,0 +1,201 @@
+"""Batched, idempotent writes of encoded sequences into Neo4j.
+
+One batch of sequences is one transaction: its Sequence and Label nodes, annotations, and
+every ACTIVATES relationship with the ENCODED_BY mark. A batch that fails (or a process
+killed mid-batch) leaves nothing of itself behind, and the next run skips exactly the
+sequences that carry the mark. Transient errors (deadlocks, leader switches) are retried
+by the driver's managed transactions.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import neo4j
+from neo4j.exceptions import Neo4jError, ServiceUnavailable
+
+from hsg.db.errors import DatabaseError
+from hsg.graph import statements as q
+from hsg.ingest.annotations import AnnotationHit
+
+
+@dataclass
+class SequenceWrite:
+    """Everything written for one sequence. `activations` None means: labels only (the
+    sequence is already encoded by this SAE, a new label may still be added)."""
+
+    id: str
+    props: dict
+    labels: list[str]
+    activations: list[list] | None = None  # rows [feature, position, token, activation, rank]
+    annotations: list[AnnotationHit] = field(default_factory=list)
+
+
+@dataclass
+class WriteStats:
+    nodes_created: int = 0
+    relationships_created: int = 0
+    properties_set: int = 0
+    sequences_encoded: int = 0
+    activations: int = 0
+
+    def add(self, counters: neo4j.SummaryCounters) -> None:
+        self.nodes_created += counters.nodes_created
+        self.relationships_created += counters.relationships_created
+        self.properties_set += counters.properties_set
+
+    def merge(self, other: WriteStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class GraphWriter:
+    """Writes batches for one SAE within one ingest run."""
+
+    def __init__(self, driver: neo4j.Driver, database: str, sae_id: str, run_id: str) -> None:
+        self.driver = driver
+        self.database = database
+        self.sae_id = sae_id
+        self.run_id = run_id
+        self.prefix = sae_id + "/"
+
+    # --------------------------------------------------------------- provenance
+    def register(self, model: dict, sae: dict, d_sae: int, run: dict) -> None:
+        """Model, SAE, its whole feature dictionary and the run node; idempotent."""
+        self._write(q.MERGE_MODEL, model=model)
+        self._write(q.MERGE_SAE, model_id=model["id"], sae=sae)
+        for start in range(0, d_sae, 5000):
+            indices = list(range(start, min(d_sae, start + 5000)))
+            self._write(q.MERGE_FEATURES, sae_id=self.sae_id, indices=indices)
+        self._write(q.CREATE_RUN, sae_id=self.sae_id, run=run)
+
+    def finish(self, summary: dict) -> None:
+        self._write(q.FINISH_RUN, run_id=self.run_id, summary=summary)
+
+    def encoded_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these sequences already carry all their activations for this SAE."""
+        records = self._read(q.ENCODED_IDS, ids=list(ids), sae_id=self.sae_id)
+        return {r["id"] for r in records}
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._read(q.COUNTS)[0])
+
+    # -------------------------------------------------------------------- batch
+    def write_batch(self, items: Sequence[SequenceWrite]) -> WriteStats:
+        seq_rows = [{"id": s.id, "props": s.props, "labels": list(s.labels)} for s in items]
+        act_rows = [{"id": s.id, "acts": s.activations} for s in items if s.activations is not None]
+        annotations: dict[str, dict] = {}
+        overlaps, motifs = [], []
+        for s in items:
+            for hit in s.annotations:
+                annotations.setdefault(hit.annotation_id, hit.node_properties())
+                row = {
+                    "seq": s.id,
+                    "ann": hit.annotation_id,
+                    "props": hit.relationship_properties(),
+                }
+                (motifs if hit.relationship == "HAS_MOTIF" else overlaps).append(row)
+
+        def work(tx: neo4j.ManagedTransaction) -> WriteStats:
+            stats = WriteStats()
+            stats.add(tx.run(q.MERGE_SEQUENCES, rows=seq_rows).consume().counters)
+            if annotations:
+                rows = list(annotations.values())
+                stats.add(tx.run(q.MERGE_ANNOTATIONS, rows=rows).consume().counters)
+            if overlaps:
+                stats.add(tx.run(q.LINK_OVERLAPS, rows=overlaps).consume().counters)
+            if motifs:
+                stats.add(tx.run(q.LINK_MOTIFS, rows=motifs).consume().counters)
+            if act_rows:
+                counters = (
+                    tx.run(
+                        q.WRITE_ACTIVATIONS,
+                        rows=act_rows,
+                        sae_id=self.sae_id,
+                        run_id=self.run_id,
+                        prefix=self.prefix,
+                    )
+                    .consume()
+                    .counters
+                )
+                stats.add(counters)
+            return stats
+
+        stats = self._execute(work)
+        return stats
+
+    # ------------------------------------------------------------------ helpers
+    def _execute(self, work):
+        try:
+            with self.driver.session(database=self.database) as session:
+                return session.execute_write(work)
+        except ServiceUnavailable as exc:
+            raise DatabaseError(
+                f"lost the connection to Neo4j while writing: {exc}. Everything written "
+                "before this batch is kept; run the same command again to resume."
+            ) from exc
+        except Neo4jError as exc:
+            raise DatabaseError(f"Neo4j refused a write: {exc.message}") from exc
+
+    def _write(self, statement: str, **params) -> None:
+        self._execute(lambda tx: tx.run(statement, **params).consume())
+
+    def _read(self, statement: str, **params) -> list[neo4j.Record]:
+        try:
+            return self.driver.execute_query(
+                statement, parameters_=params, database_=self.database,
+                routing_=neo4j.RoutingControl.READ,
+            ).records  # fmt: skip
+        except ServiceUnavailable as exc:
+            raise DatabaseError(f"lost the connection to Neo4j: {exc}") from exc
+
+
+class BackgroundWriter:
+    """Runs GraphWriter.write_batch on a thread so encoding and writing overlap.
+
+    The queue is bounded (two batches in flight), so a slow database slows the encoder
+    instead of growing memory. The first write error is re-raised in the caller's thread.
+    """
+
+    _STOP = object()
+
+    def __init__(self, writer: GraphWriter, depth: int = 2, on_done=None) -> None:
+        self.writer = writer
+        self.stats = WriteStats()
+        self.on_done = on_done
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hsg-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            if self._error is not None:
+                continue  # drain without writing after a failure
+            try:
+                stats = self.writer.write_batch(item)
+                self.stats.merge(stats)
+                if self.on_done is not None:
+                    self.on_done(item, stats)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._error = exc
+
+    def submit(self, items: Iterable[SequenceWrite]) -> None:
+        self.raise_if_failed()
+        self._queue.put(list(items))
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> WriteStats:
+        self._queue.put(self._STOP)
+        self._thread.join()
+        self.raise_if_failed()
+        return self.stats
