@@ -1,0 +1,440 @@
+"""Streaming readers: BED + reference FASTA, FASTA, and labelled TSV into `SequenceRecord`s.
+
+Readers are generators so that memory stays flat in the number of records: the encoder
+consumes batches while the file is still being read, and a genome-scale BED never has to
+fit in memory. Argument and file-level problems (missing file, unknown format, missing
+reference, missing TSV columns) are raised when `read_records` is called, before the first
+record; line-level problems are raised when the iteration reaches the offending line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from hsg.ingest.records import InputError, SequenceRecord, build_record, check_bases
+
+if TYPE_CHECKING:
+    import pyfaidx
+
+FORMATS = ("bed", "fasta", "tsv")
+
+# Cisplatin loci (the shared data set) encode the phenotype as 1/0.
+DEFAULT_LABEL_NAMES: Mapping[str, str] = {"1": "cisplatin_binding", "0": "non_binding"}
+
+BED_COLUMNS = (
+    "chrom", "start", "end", "name", "score", "strand",
+    "thickStart", "thickEnd", "itemRgb", "blockCount", "blockSizes", "blockStarts",
+)  # fmt: skip
+TSV_COLUMNS = ("id", "chrom", "start", "end", "strand", "sequence", "label")
+
+_EXTENSIONS = {
+    ".bed": "bed",
+    ".fa": "fasta",
+    ".fasta": "fasta",
+    ".fna": "fasta",
+    ".fas": "fasta",
+    ".tsv": "tsv",
+}
+_BED_SKIP = ("#", "track", "browser")
+# Our own id form; FASTA names in it keep their coordinates (samtools' 1-based
+# "chr1:101-200" has no strand suffix and is deliberately not matched).
+_CANONICAL_ID = re.compile(r"^(?P<chrom>[^:\s]+):(?P<start>\d+)-(?P<end>\d+)\((?P<strand>[+-])\)$")
+
+LabelColumn = int | str | None
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """The format named by ``fmt`` or by the extension (``.gz`` ignored)."""
+    if fmt is not None:
+        fmt = fmt.lower()
+        fmt = {"fa": "fasta", "fna": "fasta"}.get(fmt, fmt)
+        if fmt not in FORMATS:
+            raise InputError(f"{path}: unknown format {fmt!r} (expected one of {FORMATS})")
+        return fmt
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if suffixes and suffixes[-1] in _EXTENSIONS:
+        return _EXTENSIONS[suffixes[-1]]
+    raise InputError(
+        f"{path}: cannot tell the format from the extension; use .bed, .fa/.fasta/.fna "
+        "or .tsv (optionally .gz), or pass fmt="
+    )
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open plain or gzipped text; gzip is detected from the magic bytes, not the name.
+
+    Undecodable bytes become U+FFFD so that they surface as an invalid-base `InputError` with
+    file and line instead of a bare UnicodeDecodeError.
+    """
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        raw = gzip.open(path, "rb")
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+    return open(path, encoding="utf-8", errors="replace", newline=None)
+
+
+def _existing_file(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    return p
+
+
+def read_records(
+    path: str | Path,
+    fmt: str | None = None,
+    reference: str | Path | None = None,
+    label: str | None = None,
+    label_column: LabelColumn = None,
+    label_names: Mapping[str, str] | None = None,
+) -> Iterator[SequenceRecord]:
+    """Stream validated records from a BED (with ``reference``), FASTA or TSV file.
+
+    ``label`` adds one label to every record. ``label_column`` takes labels from a column
+    (0-based index or name; BED and TSV only; for TSV the default is the ``label`` column).
+    ``label_names`` maps raw TSV label values to names (default 1/0 to cisplatin_binding /
+    non_binding); other values are kept as they are, comma-separated values give several
+    labels. Raises `InputError` for any bad input, naming file and line.
+    """
+    p = _existing_file(path)
+    kind = detect_format(p, fmt)
+    names = DEFAULT_LABEL_NAMES if label_names is None else label_names
+    if kind == "bed":
+        records = _read_bed(p, reference, label, label_column)
+    elif kind == "fasta":
+        if label_column is not None:
+            raise InputError(f"{p}: label_column applies to BED and TSV input, not FASTA")
+        records = _read_fasta(p, label)
+    else:
+        records = _read_tsv(p, label, label_column, names)
+    return _nonempty(p, records)
+
+
+def _nonempty(path: Path, records: Iterator[SequenceRecord]) -> Iterator[SequenceRecord]:
+    empty = True
+    for record in records:
+        empty = False
+        yield record
+    if empty:
+        raise InputError(f"{path}: file contains no sequences")
+
+
+def count_records(path: str | Path, fmt: str | None = None) -> int:
+    """Number of records without validating them: cheap enough for a progress-bar total."""
+    p = _existing_file(path)
+    kind = detect_format(p, fmt)
+    n = 0
+    with open_text(p) as fh:
+        if kind == "fasta":
+            return sum(1 for line in fh if line.startswith(">"))
+        for line in fh:
+            if not line.strip():
+                continue
+            if kind == "bed" and line.startswith(_BED_SKIP):
+                continue
+            n += 1
+    return n - 1 if kind == "tsv" and n else n
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _labels(fixed: str | None, raw: str | None, names: Mapping[str, str]) -> tuple[str, ...]:
+    out: list[str] = []
+    if raw is not None:
+        for part in raw.split(","):
+            part = part.strip()
+            if part:
+                out.append(names.get(part, part))
+    if fixed is not None and fixed not in out:
+        out.append(fixed)
+    return tuple(out)
+
+
+def _column_index(path: Path, column: int | str, columns: tuple[str, ...] | list[str]) -> int:
+    if isinstance(column, int):
+        if column < 0:
+            raise InputError(f"{path}: label_column must be >= 0, got {column}")
+        return column
+    if column.isdigit():
+        return int(column)
+    if column not in columns:
+        raise InputError(
+            f"{path}: label_column {column!r} is not a column name (known: {', '.join(columns)})"
+        )
+    return list(columns).index(column)
+
+
+# --------------------------------------------------------------------------- BED
+
+
+def _open_reference(path: Path, reference: str | Path | None) -> pyfaidx.Fasta:
+    """Open the reference with pyfaidx, indexing into a temp dir if its folder is read-only."""
+    if reference is None:
+        raise InputError(f"{path}: BED input needs a reference FASTA (reference=...)")
+    ref = Path(reference)
+    if not ref.is_file():
+        raise InputError(f"{path}: reference FASTA {ref} not found")
+    import pyfaidx
+
+    fai = Path(str(ref) + ".fai")
+    try:
+        if fai.exists() or _writable(ref.parent):
+            return pyfaidx.Fasta(str(ref), as_raw=True, sequence_always_upper=True)
+        index = Path(tempfile.mkdtemp(prefix="hsg-faidx-")) / (ref.name + ".fai")
+        return pyfaidx.Fasta(
+            str(ref), indexname=str(index), as_raw=True, sequence_always_upper=True
+        )
+    except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, OSError) as exc:
+        raise InputError(f"{path}: cannot index reference {ref}: {exc}") from exc
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def split_bed_line(line: str) -> list[str]:
+    # BED is tab-separated; UCSC also accepts runs of spaces, so fall back to any whitespace.
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def parse_int(where: str, field: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"{where}: {field} must be an integer, got {value!r}") from None
+
+
+def _read_bed(
+    path: Path,
+    reference: str | Path | None,
+    label: str | None,
+    label_column: LabelColumn,
+) -> Iterator[SequenceRecord]:
+    fasta = _open_reference(path, reference)
+    label_idx = None if label_column is None else _column_index(path, label_column, BED_COLUMNS)
+    return _bed_records(path, fasta, reference, label, label_idx)
+
+
+def _bed_records(
+    path: Path,
+    fasta: pyfaidx.Fasta,
+    reference: str | Path,
+    label: str | None,
+    label_idx: int | None,
+) -> Iterator[SequenceRecord]:
+    lengths = {name: len(fasta[name]) for name in fasta.keys()}
+    try:
+        with open_text(path) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                line = line.rstrip("\r\n")
+                if not line.strip() or line.startswith(_BED_SKIP):
+                    continue
+                where = f"{path}, line {lineno}"
+                cols = split_bed_line(line)
+                if len(cols) < 3:
+                    raise InputError(
+                        f"{where}: malformed BED line, expected at least 3 columns "
+                        f"(chrom, start, end), got {len(cols)}"
+                    )
+                chrom = cols[0]
+                start = parse_int(where, "start", cols[1])
+                end = parse_int(where, "end", cols[2])
+                if start < 0:
+                    raise InputError(f"{where}: negative start {start}")
+                if start >= end:
+                    raise InputError(f"{where}: start {start} must be less than end {end}")
+                if chrom not in lengths:
+                    raise InputError(
+                        f"{where}: unknown chromosome {chrom!r} (not in reference {reference})"
+                    )
+                if end > lengths[chrom]:
+                    raise InputError(
+                        f"{where}: end {end} is beyond the end of {chrom} (length {lengths[chrom]})"
+                    )
+                strand = cols[5] if len(cols) >= 6 else "+"
+                if strand == ".":
+                    strand = "+"
+                raw_label = None
+                if label_idx is not None:
+                    if label_idx >= len(cols):
+                        raise InputError(
+                            f"{where}: no label column {label_idx} (line has {len(cols)} columns)"
+                        )
+                    raw_label = cols[label_idx]
+                yield build_record(
+                    where=where,
+                    sequence=fasta[chrom][start:end],
+                    chrom=chrom,
+                    start=start,
+                    end=end,
+                    strand=strand,
+                    labels=_labels(label, raw_label, {}),
+                    reverse_complement_minus=True,
+                )
+    finally:
+        fasta.close()
+
+
+# --------------------------------------------------------------------------- FASTA
+
+
+def _fasta_record(
+    path: Path, header_line: int, name: str, pieces: list[str], label: str | None
+) -> SequenceRecord:
+    where = f"{path}, line {header_line} (record {name!r})"
+    sequence = "".join(pieces)
+    chrom = start = end = None
+    strand = "+"
+    match = _CANONICAL_ID.match(name)
+    if match and int(match["end"]) - int(match["start"]) == len(sequence):
+        chrom, start, end = match["chrom"], int(match["start"]), int(match["end"])
+        strand = match["strand"]
+    # Bases were validated line by line in _read_fasta; build_record re-checks cheaply.
+    return build_record(
+        where=where,
+        sequence=sequence,
+        chrom=chrom,
+        start=start,
+        end=end,
+        strand=strand,
+        id=name,
+        labels=_labels(label, None, {}),
+    )
+
+
+def _read_fasta(path: Path, label: str | None) -> Iterator[SequenceRecord]:
+    name: str | None = None
+    header_line = 0
+    pieces: list[str] = []
+    length = 0
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line or line.startswith(";"):
+                continue
+            if line.startswith(">"):
+                if name is not None:
+                    yield _fasta_record(path, header_line, name, pieces, label)
+                words = line[1:].split()
+                if not words:
+                    raise InputError(f"{path}, line {lineno}: empty FASTA header")
+                name, header_line, pieces, length = words[0], lineno, [], 0
+                continue
+            if name is None:
+                raise InputError(f"{path}, line {lineno}: sequence before the first '>' header")
+            chunk = line.upper()
+            check_bases(chunk, f"{path}, line {lineno} (record {name!r})", offset=length)
+            pieces.append(chunk)
+            length += len(chunk)
+    if name is not None:
+        yield _fasta_record(path, header_line, name, pieces, label)
+
+
+# --------------------------------------------------------------------------- TSV
+
+
+def _read_tsv(
+    path: Path,
+    label: str | None,
+    label_column: LabelColumn,
+    names: Mapping[str, str],
+) -> Iterator[SequenceRecord]:
+    fh = open_text(path)
+    try:
+        header = fh.readline().rstrip("\r\n").split("\t")
+        header = [h.strip() for h in header]
+        columns = _tsv_columns(path, header, label_column)
+    except BaseException:
+        fh.close()
+        raise
+    return _tsv_records(path, fh, header, columns, label, names)
+
+
+def _tsv_columns(path: Path, header: list[str], label_column: LabelColumn) -> dict[str, int]:
+    if header == [""]:
+        raise InputError(f"{path}: file contains no sequences (empty file, no header)")
+    index = {name: i for i, name in enumerate(header)}
+    missing = [c for c in ("sequence",) if c not in index]
+    coords = [c for c in ("chrom", "start", "end") if c in index]
+    if coords and len(coords) < 3:
+        missing += [c for c in ("chrom", "start", "end") if c not in index]
+    if not coords and "id" not in index:
+        missing.append("id (or chrom, start, end)")
+    if missing:
+        raise InputError(
+            f"{path}, line 1: missing TSV column(s): {', '.join(missing)} "
+            f"(expected header: {' '.join(TSV_COLUMNS)})"
+        )
+    columns = {c: index[c] for c in ("id", "chrom", "start", "end", "strand", "sequence")
+               if c in index}  # fmt: skip
+    if label_column is not None:
+        li = _column_index(path, label_column, header)
+        if li >= len(header):
+            raise InputError(f"{path}: label_column {li} is beyond the {len(header)} columns")
+        columns["label"] = li
+    elif "label" in index:
+        columns["label"] = index["label"]
+    return columns
+
+
+def _tsv_records(
+    path: Path,
+    fh: IO[str],
+    header: list[str],
+    columns: dict[str, int],
+    label: str | None,
+    names: Mapping[str, str],
+) -> Iterator[SequenceRecord]:
+    with fh:
+        for lineno, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise InputError(
+                    f"{where}: expected {len(header)} tab-separated fields, got {len(fields)}"
+                )
+            get = {k: fields[i].strip() for k, i in columns.items()}
+            chrom = start = end = None
+            if "chrom" in get and get["chrom"]:
+                chrom = get["chrom"]
+                start = parse_int(where, "start", get["start"])
+                end = parse_int(where, "end", get["end"])
+                if start < 0:
+                    raise InputError(f"{where}: negative start {start}")
+                if start >= end:
+                    raise InputError(f"{where}: start {start} must be less than end {end}")
+                if end - start != len(get["sequence"]):
+                    raise InputError(
+                        f"{where}: sequence length {len(get['sequence'])} does not match "
+                        f"end - start = {end - start}"
+                    )
+            record_id = get.get("id") or None
+            if record_id is not None:
+                where = f"{where} (record {record_id!r})"
+            yield build_record(
+                where=where,
+                sequence=get["sequence"],
+                chrom=chrom,
+                start=start,
+                end=end,
+                strand=get.get("strand") or "+",
+                id=record_id,
+                labels=_labels(label, get.get("label"), names),
+            )
