@@ -44,22 +44,10 @@ def driver(settings):
 @pytest.fixture
 def clean_db(driver, settings):
     """An empty database with the schema applied; GDS graphs dropped."""
+    from hsg.db.maintenance import wipe
     from hsg.db.schema import apply_schema
 
-    _wipe(driver, settings.database)
+    wipe(driver, settings.database)
     apply_schema(driver, settings.database)
     yield driver
-    _wipe(driver, settings.database, drop_schema=False)
-
-
-def _wipe(driver, database: str, drop_schema: bool = False) -> None:
-    driver.execute_query(
-        "CALL gds.graph.list() YIELD graphName "
-        "CALL gds.graph.drop(graphName, false) YIELD graphName AS dropped RETURN count(*)",
-        database_=database,
-    )
-    # CALL … IN TRANSACTIONS needs an auto-commit transaction, hence session.run.
-    with driver.session(database=database) as session:
-        session.run(
-            "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
-        ).consume()
+    wipe(driver, settings.database)

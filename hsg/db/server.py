@@ -203,11 +203,19 @@ def install(cfg: ServerConfig, force: bool = False, log=print) -> dict:
     log(f"resolving Neo4j, Browser and GDS from Maven Central ({pom}) …")
     proc = subprocess.run(
         [
-            mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-            f"-DoutputDirectory={stage}", "-Dmdep.prependGroupId=true",
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={stage}",
+            "-Dmdep.prependGroupId=true",
         ],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         raise DatabaseError(
             "Maven could not resolve the server jars:\n" + (proc.stdout + proc.stderr)[-3000:]
@@ -305,10 +313,19 @@ def ensure_password(cfg: ServerConfig, java: Path, log=print) -> str:
     if len(password) < 8:
         raise DatabaseError("NEO4J_PASSWORD must have at least 8 characters (Neo4j's minimum)")
     proc = subprocess.run(
-        [str(java), "-cp", str(cfg.home / "lib" / "*"), ADMIN_TOOL, "dbms",
-         "set-initial-password", password],
-        capture_output=True, text=True, env=_neo4j_env(cfg, java),
-    )  # fmt: skip
+        [
+            str(java),
+            "-cp",
+            str(cfg.home / "lib" / "*"),
+            ADMIN_TOOL,
+            "dbms",
+            "set-initial-password",
+            password,
+        ],
+        capture_output=True,
+        text=True,
+        env=_neo4j_env(cfg, java),
+    )
     if proc.returncode != 0:
         raise DatabaseError("could not set the initial password:\n" + proc.stderr[-2000:])
     _write_secret(path, password)

@@ -71,17 +71,22 @@ MERGE (l:Label {name: name})
 MERGE (s)-[:HAS_LABEL]->(l)
 """
 
-# The guard (NOT EXISTS) keeps a concurrent or repeated batch from doubling activations;
-# the activation rows are [feature index, token position, token, activation, rank].
+# The guard (NOT EXISTS) keeps a concurrent or repeated batch from doubling activations.
+# Activation rows are [feature index, token position, token, activation, rank]. The SAE's
+# features are collected once per batch, ordered by index, so that a row finds its feature
+# by list position instead of an index lookup per relationship (about twice as fast).
 WRITE_ACTIVATIONS = """
 MATCH (x:SAE {id: $sae_id})
+CALL (x) {
+  MATCH (f:Feature {sae: x.id}) WITH f ORDER BY f.index RETURN collect(f) AS features
+}
 UNWIND $rows AS row
 MATCH (s:Sequence {id: row.id})
 WHERE NOT EXISTS { (s)-[:ENCODED_BY]->(x) }
 CREATE (s)-[:ENCODED_BY {run: $run_id, activations: size(row.acts)}]->(x)
-WITH s, row
+WITH s, row, features
 UNWIND row.acts AS a
-MATCH (f:Feature {id: $prefix + toString(a[0])})
+WITH s, a, features[a[0]] AS f
 CREATE (s)-[:ACTIVATES {position: a[1], token: a[2], activation: a[3], rank: a[4]}]->(f)
 """
 

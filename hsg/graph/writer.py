@@ -146,9 +146,11 @@ class GraphWriter:
     def _read(self, statement: str, **params) -> list[neo4j.Record]:
         try:
             return self.driver.execute_query(
-                statement, parameters_=params, database_=self.database,
+                statement,
+                parameters_=params,
+                database_=self.database,
                 routing_=neo4j.RoutingControl.READ,
-            ).records  # fmt: skip
+            ).records
         except ServiceUnavailable as exc:
             raise DatabaseError(f"lost the connection to Neo4j: {exc}") from exc
 

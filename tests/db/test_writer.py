@@ -27,10 +27,16 @@ def _batch() -> list[SequenceWrite]:
     g4 = MotifHit("g4", "g_quadruplex", "G-quadruplex", "scan", 3, 24, "+", matched="GGG")
     enh = AnnotationHit("refseq:chr1:0-50:enhancer", "refseq", "enhancer", "bed", 0, 50, ".")
     return [
-        SequenceWrite("s1", {"length": 12}, ["pos"], [[0, 0, "ACGTAC", 1.5, 0], [3, 1, "GGGGGG", 0.5, 0]], [g4, enh]),
+        SequenceWrite(
+            "s1",
+            {"length": 12},
+            ["pos"],
+            [[0, 0, "ACGTAC", 1.5, 0], [3, 1, "GGGGGG", 0.5, 0]],
+            [g4, enh],
+        ),
         SequenceWrite("s2", {"length": 6}, ["neg"], [[0, 0, "ACGTAC", 0.7, 0]]),
         SequenceWrite("s3", {"length": 6}, ["neg", "pos"], []),
-    ]  # fmt: skip
+    ]
 
 
 def test_counts_and_idempotence(clean_db, settings):
@@ -38,9 +44,16 @@ def test_counts_and_idempotence(clean_db, settings):
     w.write_batch(_batch())
     first = w.counts()
     assert first == {
-        "sequences": 3, "features": 8, "labels": 2, "annotations": 2, "activates": 3,
-        "has_label": 4, "overlaps": 1, "has_motif": 1, "encoded_by": 3,
-    }  # fmt: skip
+        "sequences": 3,
+        "features": 8,
+        "labels": 2,
+        "annotations": 2,
+        "activates": 3,
+        "has_label": 4,
+        "overlaps": 1,
+        "has_motif": 1,
+        "encoded_by": 3,
+    }
     # the same input again changes nothing, also from a new run
     w2 = _writer(clean_db, settings, run="run-2")
     assert w2.encoded_ids(["s1", "s2", "s3", "s4"]) == {"s1", "s2", "s3"}

@@ -96,9 +96,8 @@ def test_conf_binds_loopback_and_unrestricts_gds(tmp_path):
 def test_status_when_down_exits_nonzero(tmp_path):
     result = CliRunner().invoke(
         cli,
-        ["db", "status", "--home", str(tmp_path), "--uri", "bolt://127.0.0.1:1",
-         "--password", "x"],
-    )  # fmt: skip
+        ["db", "status", "--home", str(tmp_path), "--uri", "bolt://127.0.0.1:1", "--password", "x"],
+    )
     assert result.exit_code == 1
     assert "not reachable" in result.output
 

@@ -1,0 +1,5 @@
+"""`python -m hsg` is the `hsg` command."""
+
+from hsg.cli import main
+
+main()
