@@ -1,0 +1,209 @@
+"""Typed, JSON round-tripping configuration of a sparse autoencoder and of its training run.
+
+The SAE config travels with the weights (`cfg.json` beside `sae.safetensors`), so it carries
+the provenance a graph node needs to be traced back to: which encoder model, version,
+checkpoint and layer produced the activations, and how that layer was read (`hook`). Unknown
+keys are rejected rather than ignored, because a silently dropped key is how a config written
+by a newer or different tool ends up describing a different model than the one loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal, TypeVar
+
+Architecture = Literal["relu", "topk"]
+ARCHITECTURES: tuple[str, ...] = ("relu", "topk")
+DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16", "float16")
+
+# How a layer's activations are read. Layer 0 is the embedding output and layer i the output
+# of transformer block i (the study's code was off by one here), and only content tokens are
+# kept: the `<cls>` row would make one feature touch every sequence, padding is not sequence.
+DEFAULT_HOOK = "hidden_states[layer] (0=embeddings, i=output of block i); content tokens only"
+
+FORMAT_VERSION = 1
+
+T = TypeVar("T", bound="_JsonConfig")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a valid SAE or training run."""
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    """Coerce JSON scalars to the field's declared type, or explain why not.
+
+    JSON has one number type, so `1e-3` and `1000.0` arrive as floats; an int field accepts a
+    float only when it is integral. Booleans are not accepted as numbers (JSON `true` is not 1).
+    """
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:
+            return _check_type(name, value, non_none[0])
+    if origin is Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f"{name} must be one of {typing.get_args(annotation)}, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+class _JsonConfig:
+    """Shared `to_dict/from_dict/to_json/from_json` for flat dataclass configs."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown key(s) in {cls.__name__}: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        required = [
+            n
+            for n, f in known.items()
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise ConfigError(f"missing key(s) in {cls.__name__}: {', '.join(missing)}")
+        kwargs = {k: _check_type(k, v, hints[k]) for k, v in data.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.__name__}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class SAEConfig(_JsonConfig):
+    """Shape, objective and provenance of one sparse autoencoder.
+
+    `lr` and `seed` live here, not only in the training config, because they are part of what
+    made these weights: the seed fixes the initialisation, and both are needed to reproduce
+    the dictionary. `l1_coefficient` is the λ of the ReLU objective (see `model.py` for the
+    exact normalisation); TopK SAEs ignore it in the loss and only report L1.
+    `weights_sha256` is filled in by `SparseAutoencoder.save` and checked by `load`.
+    """
+
+    d_in: int
+    d_sae: int
+    architecture: Architecture = "relu"
+    k: int | None = None
+    l1_coefficient: float = 1e-3
+    l1_warmup_steps: int = 1000
+    lr: float = 1e-4
+    seed: int = 0
+    dtype: str = "float32"
+    # provenance of the activations the SAE reads
+    model_id: str | None = None
+    model_version: str | None = None
+    layer: int | None = None
+    encoder_checkpoint_hash: str | None = None
+    hook: str = DEFAULT_HOOK
+    # filled by save(); a content hash of sae.safetensors
+    weights_sha256: str | None = None
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ConfigError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
+        if self.architecture == "topk":
+            if self.k is None or not 1 <= self.k <= self.d_sae:
+                raise ConfigError(f"topk needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
+        if self.l1_coefficient < 0:
+            raise ConfigError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
+        if self.l1_warmup_steps < 0:
+            raise ConfigError(f"l1_warmup_steps must be >= 0, got {self.l1_warmup_steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.layer is not None and self.layer < 0:
+            raise ConfigError(f"layer must be >= 0, got {self.layer}")
+        if self.format_version != FORMAT_VERSION:
+            raise ConfigError(
+                f"SAE config format_version {self.format_version} is not supported "
+                f"(this hsg reads version {FORMAT_VERSION})"
+            )
+
+    def replace(self, **changes: Any) -> SAEConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonConfig):
+    """How the SAE is fitted; not needed to use the SAE, so it is kept out of `cfg.json`.
+
+    The validation split is by sequence (a seeded hash of the sequence id), never by token:
+    tokens of one sequence are strongly correlated, and a token-level split would let the
+    validation loss see its training neighbours.
+    """
+
+    batch_size: int = 1024
+    epochs: int = 10
+    patience: int = 3
+    val_fraction: float = 0.1
+    shuffle_buffer_shards: int = 4
+    min_delta: float = 0.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        if self.patience <= 0:
+            raise ConfigError(f"patience must be positive, got {self.patience}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.shuffle_buffer_shards <= 0:
+            raise ConfigError(
+                f"shuffle_buffer_shards must be positive, got {self.shuffle_buffer_shards}"
+            )
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
