@@ -7,6 +7,7 @@ fast and do not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
@@ -19,13 +20,28 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("hsg.models.cli", "models", "Nucleotide Transformer encoders: embed, make-tiny."),
     "sae": ("hsg.sae.cli", "sae", "Train and evaluate sparse autoencoders."),
     "ingest": ("hsg.ingest.cli", "ingest", "Encode regions and write them into Neo4j."),
+    "analyze": ("hsg.analysis.cli", "analyze", "GDS PageRank per label and graph topology."),
+    "targets": (
+        "hsg.analysis.cli",
+        "targets",
+        "Features by differential centrality → targets.json.",
+    ),
     "demo": ("hsg.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
 }
 
 
+def _available(module: str) -> bool:
+    """Whether a command's module exists in this checkout, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(_COMMANDS))
+        available = {n for n, (m, _, _) in _COMMANDS.items() if _available(m)}
+        return sorted(set(super().list_commands(ctx)) | available)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _COMMANDS:
@@ -40,7 +56,11 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, help_) for name, (_, _, help_) in sorted(_COMMANDS.items())]
+        rows = [
+            (name, help_)
+            for name, (module, _, help_) in sorted(_COMMANDS.items())
+            if _available(module)
+        ]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

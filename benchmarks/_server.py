@@ -1,0 +1,42 @@
+"""A throw-away Neo4j + GDS server for benchmarks, so that no user graph is ever touched.
+
+It lives in its own home (.hsg/bench-neo4j) on its own ports and is wiped before each
+benchmark; the jars come from the same Maven build as `hsg db start`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from hsg.db import server
+from hsg.db.connection import open_driver
+from hsg.db.maintenance import wipe
+from hsg.db.schema import apply_schema
+from hsg.db.settings import ConnectionSettings
+
+BENCH_HOME = Path(os.environ.get("HSG_BENCH_HOME", ".hsg/bench-neo4j")).resolve()
+BENCH_BOLT = int(os.environ.get("HSG_BENCH_BOLT_PORT", "27687"))
+BENCH_HTTP = int(os.environ.get("HSG_BENCH_HTTP_PORT", "27474"))
+
+
+@contextmanager
+def bench_database(heap: str = "2g", pagecache: str = "1g"):
+    """Yields (driver, settings) of an empty database with the schema applied."""
+    cfg = server.ServerConfig(
+        home=BENCH_HOME, bolt_port=BENCH_BOLT, http_port=BENCH_HTTP, heap=heap, pagecache=pagecache
+    )
+    started = server.running_pid(cfg) is None
+    if started:
+        server.start(cfg, log=lambda m: None)
+    settings = ConnectionSettings.from_env(uri=cfg.bolt_uri, home=cfg.home, user="neo4j")
+    driver = open_driver(settings)
+    try:
+        wipe(driver, settings.database)
+        apply_schema(driver, settings.database)
+        yield driver, settings
+    finally:
+        driver.close()
+        if started:
+            server.stop(cfg)

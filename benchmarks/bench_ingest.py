@@ -1,0 +1,217 @@
+"""Ingestion throughput: the Neo4j writer alone, end to end, and the original baseline.
+
+    python benchmarks/bench_ingest.py [--data ../shared/data/cisplatin/loci.tsv] [--limit N]
+
+All three parts build the same graph from the same windows in one run:
+  * writer   — GraphWriter on precomputed activation rows, at several transaction sizes;
+  * baseline — the original study's way: a networkx MultiDiGraph with one edge per
+               activation, saved as node-link JSON;
+  * end to end — `run_ingest` (read TSV → tiny NT v2 → SAE → top-1 → Neo4j), encoder and
+               writer overlapping, plus peak RSS at a quarter and at all of the input to
+               show memory does not grow with the number of sequences.
+It runs against a throw-away server (benchmarks/_server.py), never the user's graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import sys
+import tempfile
+import threading
+import time
+from itertools import islice
+from pathlib import Path
+
+import networkx as nx
+import psutil
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import bench_database, wipe  # noqa: E402
+
+from hsg.db.schema import apply_schema  # noqa: E402
+from hsg.graph.writer import GraphWriter, SequenceWrite  # noqa: E402
+from hsg.ingest.pipeline import IngestConfig, run_ingest, sequence_props  # noqa: E402
+from hsg.ingest.readers import read_records  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cisplatin" / "loci.tsv"
+
+
+def synthetic_writes(records, d_sae: int, tokens: int, seed: int = 0) -> list[SequenceWrite]:
+    rng = random.Random(seed)
+    return [
+        SequenceWrite(
+            r.id,
+            sequence_props(r),
+            list(r.labels),
+            [[rng.randrange(d_sae), p, "ACGTAC", rng.random(), 0] for p in range(tokens)],
+        )
+        for r in records
+    ]
+
+
+def bench_writer(driver, settings, writes, d_sae, batch_sizes) -> list[dict]:
+    results = []
+    for size in batch_sizes:
+        wipe(driver, settings.database)
+        apply_schema(driver, settings.database)
+        writer = GraphWriter(driver, settings.database, "bench/sae", f"bench-{size}")
+        writer.register({"id": "bench"}, {"id": "bench/sae", "layer": 1}, d_sae, {"id": f"b{size}"})
+        rels = sum(len(w.activations) for w in writes)
+        start = time.perf_counter()
+        for i in range(0, len(writes), size):
+            writer.write_batch(writes[i : i + size])
+        seconds = time.perf_counter() - start
+        assert writer.counts()["activates"] == rels
+        results.append(
+            {
+                "sequences_per_tx": size,
+                "seconds": round(seconds, 3),
+                "activates_per_s": round(rels / seconds),
+                "sequences_per_s": round(len(writes) / seconds),
+            }
+        )
+        print(
+            f"  writer, {size:5d} sequences/tx: {rels / seconds:10,.0f} ACTIVATES/s "
+            f"({len(writes) / seconds:,.0f} sequences/s)"
+        )
+    return results
+
+
+def bench_networkx(writes, out_dir: Path) -> dict:
+    """The original pipeline's graph: MultiDiGraph, one edge per activation, node-link JSON."""
+    start = time.perf_counter()
+    graph = nx.MultiDiGraph()
+    for w in writes:
+        graph.add_node(w.id, kind="sequence", labels=w.labels, **w.props)
+        for feature, position, token, activation, rank in w.activations:
+            graph.add_edge(
+                w.id,
+                f"feature/{feature}",
+                position=position,
+                token=token,
+                activation=activation,
+                rank=rank,
+            )
+    data = nx.node_link_data(graph, edges="links")
+    with open(out_dir / "graph.json", "w") as fh:
+        json.dump(data, fh)
+    seconds = time.perf_counter() - start
+    rels = graph.number_of_edges()
+    print(f"  baseline networkx + node-link JSON: {rels / seconds:10,.0f} edges/s")
+    return {"seconds": round(seconds, 3), "edges_per_s": round(rels / seconds)}
+
+
+class PeakRSS:
+    """Samples this process's RSS on a thread (ru_maxrss never goes down between phases)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak = max(self.peak, proc.memory_info().rss)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def bench_end_to_end(driver, settings, data: Path, limit: int, work: Path) -> list[dict]:
+    from hsg.models.encoder import load_encoder
+    from hsg.models.tiny import make_tiny
+    from hsg.sae.config import SAEConfig
+    from hsg.sae.model import SparseAutoencoder
+
+    make_tiny(work / "model", "v2", seed=0)
+    encoder = load_encoder(work / "model", device="cpu")
+    torch.manual_seed(0)
+    cfg = SAEConfig(d_in=encoder.hidden_size, d_sae=256, model_id=encoder.model_id, layer=1)
+    sae = SparseAutoencoder(cfg)
+    results = []
+    for n in (max(1, limit // 4), limit):
+        wipe(driver, settings.database)
+        apply_schema(driver, settings.database)
+        icfg = IngestConfig(
+            input=str(data),
+            model=str(work / "model"),
+            sae="bench",
+            top_k=1,
+            batch_size=128,
+            write_batch=1024,
+        )
+        with PeakRSS() as rss:
+            summary = run_ingest(
+                icfg,
+                islice(read_records(data), n),
+                encoder,
+                sae,
+                driver=driver,
+                database=settings.database,
+            )
+        row = {
+            "sequences": summary.sequences_read,
+            "seconds": round(summary.seconds, 2),
+            "sequences_per_s": round(summary.sequences_per_second, 1),
+            "relationships_per_s": round(summary.relationships_per_second),
+            "activates": summary.counts_after["activates"],
+            "peak_rss_mb": round(rss.peak / 2**20),
+        }
+        results.append(row)
+        print(
+            f"  end to end, {n:6d} sequences: {row['sequences_per_s']:8,.0f} sequences/s, "
+            f"{row['relationships_per_s']:8,} relationships/s, peak RSS {row['peak_rss_mb']} MB"
+        )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=None, help="Sequences to use (default all).")
+    parser.add_argument("--d-sae", type=int, default=256)
+    parser.add_argument("--batch-sizes", default="256,1024,4096")
+    parser.add_argument("--out", type=Path, default=None, help="Write results as JSON here.")
+    args = parser.parse_args()
+    if not args.data.exists():
+        sys.exit(f"data not found: {args.data} (pass --data)")
+    torch.set_num_threads(max(1, (psutil.cpu_count() or 2) - 1))
+    limit = args.limit or sum(1 for _ in read_records(args.data))
+    report: dict = {"sequences": limit, "machine": {"cpus": psutil.cpu_count()}}
+    print(f"{limit} windows from {args.data}")
+    with tempfile.TemporaryDirectory() as tmp, bench_database() as (driver, settings):
+        work = Path(tmp)
+        # end to end first, while nothing else is held in memory, so peak RSS is the pipeline's
+        report["end_to_end"] = bench_end_to_end(driver, settings, args.data, limit, work)
+        tokens = 20  # a 100 bp window: 16 six-mers + 4 single-nucleotide tail tokens
+        writes = synthetic_writes(islice(read_records(args.data), limit), args.d_sae, tokens)
+        report["baseline"] = bench_networkx(writes, work)
+        sizes = [int(s) for s in args.batch_sizes.split(",")]
+        report["writer"] = bench_writer(driver, settings, writes, args.d_sae, sizes)
+        best = max(report["writer"], key=lambda r: r["activates_per_s"])
+        ratio = best["activates_per_s"] / report["baseline"]["edges_per_s"]
+        report["writer_vs_baseline"] = round(ratio, 2)
+        print(
+            f"  best writer / networkx baseline: {ratio:.2f}x "
+            f"(at {best['sequences_per_tx']} sequences per transaction)"
+        )
+    report["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""README's first command runs `hsg demo`; this keeps it working (small and fast here)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from hsg.cli import cli
+
+pytestmark = pytest.mark.db
+
+
+def test_demo_runs_whole_path(clean_db, tmp_path):
+    args = [
+        "demo",
+        "--no-start",
+        "--work",
+        str(tmp_path),
+        "-n",
+        "60",
+        "--epochs",
+        "1",
+        "--d-sae",
+        "32",
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "stored per label" in result.output
+    counts = clean_db.execute_query(
+        "MATCH (s:Sequence)-[:HAS_LABEL]->(l:Label) RETURN l.name AS label, count(s) AS n "
+        "ORDER BY label"
+    ).records
+    assert [(r["label"], r["n"]) for r in counts] == [
+        ("motif_negative", 30),
+        ("motif_positive", 30),
+    ]
+    # a second run reuses model and SAE and changes nothing
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert "60 already present" in again.output
