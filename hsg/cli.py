@@ -26,6 +26,18 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "targets",
         "Features by differential centrality → targets.json.",
     ),
+    "classifier": (
+        "hsg.steer.cli",
+        "classifier",
+        "Train and evaluate the downstream classifier head.",
+    ),
+    "steer": ("hsg.steer.cli", "steer", "Intervene on SAE features from targets.json; report."),
+    "depmap": ("hsg.steer.cli", "depmap", "In-silico mutagenesis dependency map of a feature."),
+    "correlate": (
+        "hsg.correlate.cli",
+        "correlate",
+        "Feature activity vs regulatory tracks, per layer.",
+    ),
     "demo": ("hsg.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
 }
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +22,7 @@ import torch
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
 from hsg.ingest.annotations import AnnotationHit
 from hsg.ingest.records import SequenceRecord
+from hsg.iterutils import batched
 
 
 @dataclass
@@ -73,17 +74,6 @@ class IngestSummary:
     @property
     def relationships_per_second(self) -> float:
         return self.relationships_created / self.seconds if self.seconds else 0.0
-
-
-def batched(items: Iterable, size: int) -> Iterator[list]:
-    batch: list = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def top_features(

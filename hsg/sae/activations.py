@@ -35,6 +35,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save_file as np_save_file
 
+from hsg.iterutils import batched
 from hsg.sae.config import DEFAULT_HOOK
 
 MANIFEST_FILE = "manifest.json"
@@ -226,17 +227,6 @@ def fingerprint_records(records: Iterable[_Record]) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _batched(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def cache_activations(
     records: Iterable[_Record],
     encoder: Any,
@@ -261,7 +251,7 @@ def cache_activations(
     writer = ShardWriter(directory, shard_size, int(encoder.hidden_size), dtype=dtype)
     fp = hashlib.sha256()
     bar = tqdm(total=total, unit="seq", desc=f"caching layer {layer}", disable=not progress)
-    for batch in _batched(records, batch_size):
+    for batch in batched(records, batch_size):
         ids = [str(r.id) for r in batch]
         for r in batch:
             _fingerprint_update(fp, r)

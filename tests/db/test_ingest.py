@@ -79,6 +79,14 @@ def expected_counts(assets, top_k: int = 1) -> dict[str, int]:
     }
 
 
+def incomplete_sequences(driver) -> int:
+    """Sequences whose stored activations differ from what their commit mark announces."""
+    return driver.execute_query(
+        "MATCH (s:Sequence)-[e:ENCODED_BY]->() "
+        "WHERE COUNT { (s)-[:ACTIVATES]->() } <> e.activations RETURN count(s) AS c"
+    ).records[0]["c"]
+
+
 def ingest_args(assets, *extra) -> list[str]:
     return [
         "ingest",
@@ -105,11 +113,7 @@ def test_counts_exact_and_rerun_idempotent(clean_db, assets):
     expected = expected_counts(assets)
     assert db_counts(clean_db) == expected
     # every stored sequence has exactly the activations its commit mark announces
-    bad = clean_db.execute_query(
-        "MATCH (s:Sequence)-[e:ENCODED_BY]->() "
-        "WHERE COUNT { (s)-[:ACTIVATES]->() } <> e.activations RETURN count(s) AS c"
-    ).records[0]["c"]
-    assert bad == 0
+    assert incomplete_sequences(clean_db) == 0
     again = runner.invoke(cli, ingest_args(assets))
     assert again.exit_code == 0, again.output
     assert "40 already present" in again.output
@@ -188,11 +192,7 @@ def test_kill_and_resume(clean_db, assets, settings, tmp_path):
     partial = db_counts(clean_db)
     assert 0 < partial["encoded_by"] < 1500
     # nothing half-written: every encoded sequence has all of its activations
-    bad = clean_db.execute_query(
-        "MATCH (s:Sequence)-[e:ENCODED_BY]->() "
-        "WHERE COUNT { (s)-[:ACTIVATES]->() } <> e.activations RETURN count(s) AS c"
-    ).records[0]["c"]
-    assert bad == 0
+    assert incomplete_sequences(clean_db) == 0
     result = CliRunner().invoke(
         cli, ["ingest", str(big), "--model", str(assets["model"]), "--sae", str(assets["sae"])]
     )
