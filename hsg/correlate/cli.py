@@ -1,0 +1,247 @@
+"""`hsg correlate`: the per-layer track-correlation baseline, as tables, a plot and the graph.
+
+Every input problem (empty track file, no track on the regions' chromosomes, an SAE missing
+for a requested layer, an unreachable database) becomes a `click.ClickException`: one line,
+exit status 1, no traceback. Warnings go to stderr and do not stop the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from hsg.db.options import connection_options
+from hsg.db.settings import ConnectionSettings
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+@click.command()
+@click.option(
+    "--regions",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Regions: TSV with chrom/start/end/strand/sequence, FASTA named chrom:start-end(strand), or BED with --reference.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["bed", "fasta", "tsv"]),
+    help="Format of --regions [default: from the extension].",
+)
+@click.option(
+    "--reference",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Reference FASTA for BED regions.",
+)
+@click.option(
+    "--tracks",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="BED file of tracks; the name column (4) groups intervals into tracks.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    help="Nucleotide Transformer: local Hugging Face directory (or cached hub id).",
+)
+@click.option(
+    "--sae-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="One SAE per layer: sub-directories with cfg.json (its `layer` field, else a layer_<i> name).",
+)
+@click.option(
+    "--layers",
+    help="Layers, e.g. 0-23 or 3,6,9 [default: every layer with an SAE]. 0 = embeddings, i = output of block i.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("correlate_out"),
+    show_default=True,
+    help="Output directory.",
+)
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="NCC searches lags -L..L tokens within each region.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Best features kept per track and layer.",
+)
+@click.option(
+    "--rank-by",
+    type=click.Choice(["pearson", "ncc"]),
+    default="pearson",
+    show_default=True,
+    help="Score that picks the best features.",
+)
+@click.option(
+    "--subset",
+    "subsets",
+    multiple=True,
+    metavar="NAME=REGEX",
+    help="A named group of tracks whose name matches REGEX (re.search), e.g. LINE=LINE or bind=protein_bind; repeatable.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Regions per encoder forward pass.",
+)
+@click.option("--device", help="torch device [default: cuda when available].")
+@click.option("--no-plot", is_flag=True, help="Skip the PNG.")
+@click.option(
+    "--write-graph",
+    is_flag=True,
+    help="Also MERGE (:Feature)-[:CORRELATES]->(:Annotation) for the best features.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the per-layer summary as JSON.")
+@connection_options
+def correlate(
+    regions: str,
+    fmt: str | None,
+    reference: str | None,
+    tracks: str,
+    model_dir: str,
+    sae_dir: str,
+    layers: str | None,
+    out_dir: Path,
+    max_lag: int,
+    top: int,
+    rank_by: str,
+    subsets: tuple[str, ...],
+    batch_size: int,
+    device: str | None,
+    no_plot: bool,
+    write_graph: bool,
+    as_json: bool,
+    settings: ConnectionSettings,
+) -> None:
+    """Correlate SAE feature activity with BED tracks, layer by layer (the study's baseline).
+
+    Per token: feature activations (content tokens only) and, per track, the fraction of the
+    token's bases covered by the track (mirrored for '-' regions). Scores: Pearson r and the
+    centred, normalised cross-correlation, maximised over lags -L..L within each region.
+    Writes best_features.tsv (+ .parquet), layer_summary.tsv/.json, tracks.tsv and
+    best_scores_by_layer.png into --out.
+    """
+    from hsg.correlate.run import (
+        CorrelateConfig,
+        CorrelateError,
+        parse_layers,
+        parse_subsets,
+        run_correlate,
+    )
+    from hsg.correlate.run import (
+        write_graph as write_correlations,
+    )
+    from hsg.db.errors import DatabaseError
+    from hsg.sae.model import SAELoadError
+
+    driver = None
+    try:
+        parsed = parse_subsets(subsets)
+        cfg = CorrelateConfig(
+            regions=regions,
+            tracks=tracks,
+            model=model_dir,
+            sae_dir=sae_dir,
+            layers=parse_layers(layers) if layers else None,
+            max_lag=max_lag,
+            top=top,
+            rank_by=rank_by,
+            subsets={name: p.pattern for name, p in parsed.items()},
+            batch_size=batch_size,
+            fmt=fmt,
+            reference=reference,
+            device=device,
+        )
+        if write_graph:  # fail before the encoding, not after it
+            from hsg.db.connection import open_driver
+
+            driver = open_driver(settings)
+        result = run_correlate(
+            cfg, out_dir, warn=_warn, progress=_progress(as_json), plot=not no_plot
+        )
+        written = None
+        if driver is not None:
+            written = write_correlations(
+                driver,
+                settings.database,
+                result.best,
+                result.scores,
+                result.tracks,
+                result.track_names,
+                rank_by=rank_by,
+                max_lag=max_lag,
+            )
+    except (CorrelateError, SAELoadError, DatabaseError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (ValueError, FileNotFoundError) as exc:  # InputError, model errors
+        raise click.ClickException(f"bad input: {exc}") from exc
+    finally:
+        if driver is not None:
+            driver.close()
+    _report(result, written, as_json)
+
+
+def _progress(quiet: bool):
+    def start(total: int, n_layers: int):
+        if quiet:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=total,
+            desc=f"correlating {n_layers} layer(s)",
+            unit="region",
+            leave=False,
+            disable=None,
+        )
+        return bar.update
+
+    return start
+
+
+def _report(result, written: int | None, as_json: bool) -> None:
+    all_rows = [r for r in result.summary if r["subset"] == "all"]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"layers": result.summary, "graph_relationships": written}, indent=2, default=str
+            )
+        )
+        return
+    click.echo(f"{len(result.track_names)} tracks scored on {len(all_rows)} layer(s)")
+    click.echo("layer  tokens   live/features  median best r  max best r  median best ncc")
+    for r in all_rows:
+        click.echo(
+            f"{r['layer']:>5}  {r['tokens']:>7}  {r['live_features']:>6}/{r['features']:<6}  "
+            f"{_fmt(r['best_pearson_median']):>13}  {_fmt(r['best_pearson_max']):>10}  "
+            f"{_fmt(r['best_ncc_median']):>15}"
+        )
+    if result.outputs is not None:
+        o = result.outputs
+        paths = [o.best, o.parquet, o.summary_tsv, o.summary_json, o.tracks, o.plot]
+        click.echo("wrote " + ", ".join(str(p) for p in paths if p is not None))
+    if written is not None:
+        click.echo(f"graph: {written} CORRELATES relationships written")
+
+
+def _fmt(value: float | None) -> str:
+    return "NA" if value is None else f"{value:.3f}"
