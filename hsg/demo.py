@@ -60,11 +60,19 @@ def _run(args: list[str]) -> None:
     is_flag=True,
     help="Use the server at NEO4J_URI instead of starting the local one.",
 )
-def demo(data, work: Path, sequences, annotations, d_sae, epochs, no_start) -> None:
+@click.option(
+    "--analyse/--no-analyse",
+    default=True,
+    show_default=True,
+    help="Also run PageRank per label, targets, a classifier and steering.",
+)
+def demo(data, work: Path, sequences, annotations, d_sae, epochs, no_start, analyse) -> None:
     """Run the whole pipeline offline on a built-in dataset (or --data) and show the graph.
 
     Steps: hsg db start → hsg db init → hsg models make-tiny → hsg sae train → hsg ingest →
-    summary queries. Safe to run again: finished steps are reused, the ingest is idempotent.
+    summary queries → hsg analyze pagerank → hsg targets → hsg classifier train → hsg steer.
+    Safe to run again: finished steps are reused, the ingest is idempotent, scores are
+    replaced.
     """
     from hsg.ingest.synthetic import make_synthetic_dataset, write_tsv
 
@@ -117,6 +125,80 @@ def demo(data, work: Path, sequences, annotations, d_sae, epochs, no_start) -> N
         ingest += ["--annotations", str(annotations)]
     _run(ingest)
     _show_graph()
+    if not analyse:
+        return
+
+    labels = _labels(data_path)
+    if len(labels) != 2:
+        click.echo(
+            f"\n{len(labels)} labels in {data_path}: PageRank/targets/steering need two; done."
+        )
+        return
+    up, down = labels
+    _run(["analyze", "pagerank", "--label", up, "--label", down, "--show", "5"])
+    targets = work / f"targets-{tag}.json"
+    _run(
+        [
+            "targets",
+            "--up",
+            up,
+            "--down",
+            down,
+            "--top",
+            "3",
+            "--min-support",
+            "2",
+            "--out",
+            str(targets),
+        ]
+    )
+    classifier = work / f"classifier-{tag}"
+    if not (classifier / "classifier.json").exists():
+        _run(
+            [
+                "classifier",
+                "train",
+                "--data",
+                str(data_path),
+                "--model",
+                str(model),
+                "--layer",
+                "1",
+                "--positive",
+                up,
+                "--epochs",
+                str(max(epochs, 5) * 4),
+                "--out",
+                str(classifier),
+            ]
+        )
+    report = work / f"steer-{tag}"
+    _run(
+        [
+            "steer",
+            "--targets",
+            str(targets),
+            "--classifier",
+            str(classifier),
+            "--sae",
+            str(sae),
+            "--model",
+            str(model),
+            "--data",
+            str(data_path),
+            "--out",
+            str(report),
+        ]
+    )
+    click.echo(f"\nsteering report: {report / 'report.md'}")
+
+
+def _labels(path: Path) -> list[str]:
+    """The input's labels, positive-looking first (binding / positive), for up vs down."""
+    from hsg.ingest.readers import read_records
+
+    names = sorted({name for r in read_records(path) for name in r.labels})
+    return sorted(names, key=lambda n: ("non" in n or "negative" in n, n))
 
 
 def _show_graph() -> None:

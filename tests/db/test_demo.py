@@ -38,3 +38,10 @@ def test_demo_runs_whole_path(clean_db, tmp_path):
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output
     assert "60 already present" in again.output
+    # the analysis half: scores in the graph, targets file, steering report
+    scored = clean_db.execute_query(
+        "MATCH (:Feature)-[c:CENTRALITY]->(l:Label) RETURN count(DISTINCT l) AS n"
+    ).records[0]["n"]
+    assert scored == 2
+    assert list(tmp_path.glob("targets-*.json"))
+    assert list(tmp_path.glob("steer-*/report.md"))
