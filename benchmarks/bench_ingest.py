@@ -61,12 +61,20 @@ def bench_writer(driver, settings, writes, d_sae, batch_sizes) -> list[dict]:
         apply_schema(driver, settings.database)
         writer = GraphWriter(driver, settings.database, "bench/sae", f"bench-{size}")
         writer.register({"id": "bench"}, {"id": "bench/sae", "layer": 1}, d_sae, {"id": f"b{size}"})
+        # warm-up on other ids: JIT-compiled query plans and a warm page cache, as in any
+        # ingest after its first few batches; these sequences are not counted
+        warm = [
+            SequenceWrite("warm-" + w.id, w.props, w.labels, w.activations) for w in writes[:2048]
+        ]
+        for i in range(0, len(warm), size):
+            writer.write_batch(warm[i : i + size])
+        before = writer.counts()["activates"]
         rels = sum(len(w.activations) for w in writes)
         start = time.perf_counter()
         for i in range(0, len(writes), size):
             writer.write_batch(writes[i : i + size])
         seconds = time.perf_counter() - start
-        assert writer.counts()["activates"] == rels
+        assert writer.counts()["activates"] - before == rels
         results.append(
             {
                 "sequences_per_tx": size,
