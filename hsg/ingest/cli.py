@@ -116,7 +116,10 @@ def _echo_summary(summary, as_json: bool) -> None:
     "--batch-size", default=64, show_default=True, help="Sequences per encoder forward pass."
 )
 @click.option(
-    "--write-batch", default=256, show_default=True, help="Sequences per database transaction (256 measured fastest, see README)."
+    "--write-batch",
+    default=256,
+    show_default=True,
+    help="Sequences per database transaction (256 measured fastest, see README).",
 )
 @click.option("--device", help="torch device (default: cuda when available, else cpu).")
 @click.option("--dry-run", is_flag=True, help="Read, encode and annotate, but write nothing.")
@@ -200,15 +203,10 @@ def ingest(
 
     driver = None
     try:
+        encoder, sae = load_models(model_dir, sae_dir, layer, device)
         total = None
         if not no_validate:
-            total = sum(
-                1
-                for _ in tqdm(
-                    records(), desc="validating", unit="seq", disable=as_json, leave=False
-                )
-            )
-        encoder, sae = load_models(model_dir, sae_dir, layer, device)
+            total = validate(records(), encoder, input_path, quiet=as_json)
         if not dry_run:
             from hsg.db.connection import open_driver
 
@@ -227,10 +225,35 @@ def ingest(
         raise click.ClickException(f"bad input: {exc}") from exc
     except DatabaseError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ValueError as exc:  # the tokenizer's verdict on a sequence, with --no-validate
+        raise click.ClickException(f"bad input in {input_path}: {exc}") from exc
     finally:
         if driver is not None:
             driver.close()
     _echo_summary(summary, as_json)
+
+
+def validate(records, encoder, input_path: str, quiet: bool = False) -> int:
+    """Read and tokenize the whole input before anything is written; returns its size.
+
+    Reading checks format, coordinates and bases; tokenizing checks that every sequence fits
+    the model, so a too-long window fails here instead of after earlier batches were stored.
+    """
+    from tqdm import tqdm
+
+    from hsg.models.errors import SequenceTooLongError
+
+    n = 0
+    for record in tqdm(records, desc="validating", unit="seq", disable=quiet, leave=False):
+        try:
+            encoder.tokenizer.encode(record.sequence, name=record.id)
+        except SequenceTooLongError as exc:
+            raise click.ClickException(
+                f"bad input: {input_path}: sequence {record.id!r} is too long for "
+                f"{encoder.model_id} ({exc}); split it into windows first"
+            ) from exc
+        n += 1
+    return n
 
 
 def load_models(model_dir: str, sae_dir: str, layer: int | None, device: str | None):

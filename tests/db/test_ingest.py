@@ -289,3 +289,17 @@ def test_dry_run_writes_nothing(clean_db, assets):
     assert result.exit_code == 0, result.output
     assert "would write 40 sequences" in result.output
     assert db_counts(clean_db)["sequences"] == 0
+
+
+def test_sequence_too_long_for_the_model(clean_db, assets, tmp_path):
+    long = tmp_path / "long.tsv"
+    # v2 takes 2048 tokens with <cls>: 2047 six-mers = 12,282 bases fit, one more 6-mer does not
+    long.write_text(
+        "id\tsequence\tlabel\nshort\tACGTACGTACGT\t1\ntoolong\t" + "ACGTAC" * 2048 + "\t0\n"
+    )
+    result = CliRunner().invoke(
+        cli, ingest_args(assets)[:1] + [str(long)] + ingest_args(assets)[2:]
+    )
+    assert result.exit_code != 0
+    assert "toolong" in result.output and "too long" in result.output
+    assert db_counts(clean_db)["sequences"] == 0
