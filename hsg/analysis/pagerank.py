@@ -38,11 +38,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from hsg.analysis import AnalysisError, AnalysisSession
+from hsg.config import JsonConfig
 
 WEIGHTS = ("count", "none", "activation")
 ORIENTATIONS = ("undirected", "natural")
@@ -122,7 +123,7 @@ SET c = $common, c += row.scores
 
 
 @dataclass(frozen=True)
-class PageRankConfig:
+class PageRankConfig(JsonConfig):
     """How PageRank runs; stored on every CENTRALITY relationship it produces.
 
     `max_iterations` defaults to 100, not GDS's 20: on a bipartite graph the power iteration
@@ -147,14 +148,6 @@ class PageRankConfig:
             raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations}")
         if self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {self.tolerance}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PageRankConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

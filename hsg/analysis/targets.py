@@ -49,6 +49,7 @@ from typing import Any
 
 from hsg.analysis import AnalysisError, AnalysisSession
 from hsg.analysis.pagerank import resolve_sae
+from hsg.config import JsonConfig
 
 SCHEMA = "hsg.targets/1"
 
@@ -72,7 +73,7 @@ RETURN x {.*} AS sae, m {.*} AS model
 
 
 @dataclass(frozen=True)
-class TargetsConfig:
+class TargetsConfig(JsonConfig):
     up: str
     down: str
     top: int = 20
@@ -91,14 +92,6 @@ class TargetsConfig:
                 f"pseudo_count must be > 0 (it keeps one-sided fold changes finite), "
                 f"got {self.pseudo_count}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TargetsConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

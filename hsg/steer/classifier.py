@@ -49,7 +49,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from hsg.sae.config import ConfigError, _JsonConfig
+from hsg.config import ConfigError, JsonConfig
 from hsg.steer.features import INPUT_KINDS, FeatureSet
 from hsg.steer.metrics import binary_metrics
 
@@ -77,7 +77,7 @@ def default_channels(d_in: int) -> int:
 
 
 @dataclass(frozen=True)
-class ClassifierConfig(_JsonConfig):
+class ClassifierConfig(JsonConfig):
     """Shape and provenance of one trained classifier head (``classifier.json``)."""
 
     d_in: int
@@ -128,7 +128,7 @@ class ClassifierConfig(_JsonConfig):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_JsonConfig):
+class TrainConfig(JsonConfig):
     """How the head is fitted (``train.json``, with the per-epoch history)."""
 
     epochs: int = 50

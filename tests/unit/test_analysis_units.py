@@ -32,7 +32,9 @@ ANALYSIS_QUERIES = {
 def test_pagerank_config_round_trips_and_validates():
     config = PageRankConfig(damping=0.5, weight="activation", orientation="natural")
     assert PageRankConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert PageRankConfig.from_dict({"damping": 0.7, "unknown": 1}).damping == 0.7
+    assert PageRankConfig.from_dict({"damping": 0.7}).damping == 0.7
+    with pytest.raises(ValueError, match="unknown key"):  # strict like every hsg config
+        PageRankConfig.from_dict({"damping": 0.7, "unknown": 1})
     for bad in (
         {"damping": 1.0},
         {"weight": "tokens"},

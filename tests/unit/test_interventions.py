@@ -26,13 +26,7 @@ from hsg.steer.interventions import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on 2 shared cores: extra threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_sae(d_in: int = 12, d_sae: int = 20, seed: int = 0) -> SparseAutoencoder:

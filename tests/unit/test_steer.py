@@ -36,13 +36,7 @@ from hsg.steer.run import (
 POSITIVE = "motif_positive"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on 2 shared cores: extra threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _classifier(world, name, layer, kind="hidden", epochs=30, sae=None):
