@@ -25,7 +25,6 @@ from hsg.steer.interventions import (
     steer_latents,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
