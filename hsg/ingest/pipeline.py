@@ -165,8 +165,8 @@ def run_ingest(
     device = next(sae.parameters()).device
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     summary = IngestSummary(run_id=run_id, dry_run=cfg.dry_run)
+    started = time.perf_counter()  # the summary's time includes loading the annotators
     annotator = Annotator(cfg)
-    started = time.perf_counter()
 
     writer = None
     background = None
