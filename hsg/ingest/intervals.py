@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hsg.ingest.annotations import AnnotationHit
-from hsg.ingest.readers import open_text, parse_int, split_bed_line
+from hsg.ingest.readers import iter_bed_lines
 from hsg.ingest.records import InputError, SequenceRecord
 
 REFSEQ_KIND = "refseq_functional_element"
@@ -129,24 +129,11 @@ def read_bed_intervals(path: str | Path) -> Iterable[Interval]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    with open_text(p) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            where = f"{p}, line {lineno}"
-            cols = split_bed_line(line)
-            if len(cols) < 3:
-                raise InputError(
-                    f"{where}: malformed BED line, expected at least 3 columns, got {len(cols)}"
-                )
-            start = parse_int(where, "start", cols[1])
-            end = parse_int(where, "end", cols[2])
-            if start < 0 or start >= end:
-                raise InputError(f"{where}: invalid interval {start}-{end}")
-            name = cols[3] if len(cols) > 3 and cols[3] else "region"
-            strand = cols[5] if len(cols) > 5 and cols[5] in ("+", "-") else "."
-            yield Interval(cols[0], start, end, name, strand)
+    for bed in iter_bed_lines(p):
+        cols = bed.cols
+        name = cols[3] if len(cols) > 3 and cols[3] else "region"
+        strand = cols[5] if len(cols) > 5 and cols[5] in ("+", "-") else "."
+        yield Interval(bed.chrom, bed.start, bed.end, name, strand)
 
 
 def load_bed_intervals(

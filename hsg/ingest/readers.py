@@ -14,6 +14,7 @@ import io
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -218,6 +219,44 @@ def parse_int(where: str, field: str, value: str) -> int:
         raise InputError(f"{where}: {field} must be an integer, got {value!r}") from None
 
 
+@dataclass(frozen=True)
+class BedLine:
+    """One data line of a BED file, with its coordinates parsed and checked."""
+
+    where: str  # "<file>, line <n>", for messages
+    cols: list[str]
+    chrom: str
+    start: int
+    end: int
+
+
+def iter_bed_lines(path: Path) -> Iterator[BedLine]:
+    """Data lines of a BED file (header, track and browser lines skipped), streamed.
+
+    Every BED consumer (regions with a reference, annotation tracks) needs the same checks:
+    at least three columns, integer coordinates, 0 <= start < end; each error names the line.
+    """
+    with open_text(path) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith(_BED_SKIP):
+                continue
+            where = f"{path}, line {lineno}"
+            cols = split_bed_line(line)
+            if len(cols) < 3:
+                raise InputError(
+                    f"{where}: malformed BED line, expected at least 3 columns "
+                    f"(chrom, start, end), got {len(cols)}"
+                )
+            start = parse_int(where, "start", cols[1])
+            end = parse_int(where, "end", cols[2])
+            if start < 0:
+                raise InputError(f"{where}: negative start {start}")
+            if start >= end:
+                raise InputError(f"{where}: start {start} must be less than end {end}")
+            yield BedLine(where, cols, cols[0], start, end)
+
+
 def _read_bed(
     path: Path,
     reference: str | Path | None,
@@ -238,53 +277,36 @@ def _bed_records(
 ) -> Iterator[SequenceRecord]:
     lengths = {name: len(fasta[name]) for name in fasta.keys()}
     try:
-        with open_text(path) as fh:
-            for lineno, line in enumerate(fh, start=1):
-                line = line.rstrip("\r\n")
-                if not line.strip() or line.startswith(_BED_SKIP):
-                    continue
-                where = f"{path}, line {lineno}"
-                cols = split_bed_line(line)
-                if len(cols) < 3:
-                    raise InputError(
-                        f"{where}: malformed BED line, expected at least 3 columns "
-                        f"(chrom, start, end), got {len(cols)}"
-                    )
-                chrom = cols[0]
-                start = parse_int(where, "start", cols[1])
-                end = parse_int(where, "end", cols[2])
-                if start < 0:
-                    raise InputError(f"{where}: negative start {start}")
-                if start >= end:
-                    raise InputError(f"{where}: start {start} must be less than end {end}")
-                if chrom not in lengths:
-                    raise InputError(
-                        f"{where}: unknown chromosome {chrom!r} (not in reference {reference})"
-                    )
-                if end > lengths[chrom]:
-                    raise InputError(
-                        f"{where}: end {end} is beyond the end of {chrom} (length {lengths[chrom]})"
-                    )
-                strand = cols[5] if len(cols) >= 6 else "+"
-                if strand == ".":
-                    strand = "+"
-                raw_label = None
-                if label_idx is not None:
-                    if label_idx >= len(cols):
-                        raise InputError(
-                            f"{where}: no label column {label_idx} (line has {len(cols)} columns)"
-                        )
-                    raw_label = cols[label_idx]
-                yield build_record(
-                    where=where,
-                    sequence=fasta[chrom][start:end],
-                    chrom=chrom,
-                    start=start,
-                    end=end,
-                    strand=strand,
-                    labels=_labels(label, raw_label, {}),
-                    reverse_complement_minus=True,
+        for bed in iter_bed_lines(path):
+            where, cols, chrom, start, end = bed.where, bed.cols, bed.chrom, bed.start, bed.end
+            if chrom not in lengths:
+                raise InputError(
+                    f"{where}: unknown chromosome {chrom!r} (not in reference {reference})"
                 )
+            if end > lengths[chrom]:
+                raise InputError(
+                    f"{where}: end {end} is beyond the end of {chrom} (length {lengths[chrom]})"
+                )
+            strand = cols[5] if len(cols) >= 6 else "+"
+            if strand == ".":
+                strand = "+"
+            raw_label = None
+            if label_idx is not None:
+                if label_idx >= len(cols):
+                    raise InputError(
+                        f"{where}: no label column {label_idx} (line has {len(cols)} columns)"
+                    )
+                raw_label = cols[label_idx]
+            yield build_record(
+                where=where,
+                sequence=fasta[chrom][start:end],
+                chrom=chrom,
+                start=start,
+                end=end,
+                strand=strand,
+                labels=_labels(label, raw_label, {}),
+                reverse_complement_minus=True,
+            )
     finally:
         fasta.close()
 
