@@ -13,12 +13,13 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from hsg.config import JsonConfig
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
 from hsg.ingest.annotations import AnnotationHit
 from hsg.ingest.records import SequenceRecord
@@ -26,7 +27,7 @@ from hsg.iterutils import batched
 
 
 @dataclass
-class IngestConfig:
+class IngestConfig(JsonConfig):
     """The parameters of one ingest run; stored on its (:IngestRun) node for provenance."""
 
     input: str
@@ -47,9 +48,6 @@ class IngestConfig:
     write_batch: int = 256
     device: str | None = None
     dry_run: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dataclass
@@ -195,7 +193,7 @@ def run_ingest(
                 "started": datetime.now(timezone.utc).isoformat(),
                 "input": str(cfg.input),
                 "input_sha256": file_sha256(cfg.input) if Path(cfg.input).is_file() else None,
-                "parameters": cfg.to_json(),
+                "parameters": cfg.to_json(indent=None),
                 "hsg_version": _hsg_version(),
                 "status": "running",
             },
