@@ -103,6 +103,13 @@ def _warn(msg: str) -> None:
     show_default=True,
     help="Regions per encoder forward pass.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["float64", "float32"]),
+    default="float64",
+    show_default=True,
+    help="Arithmetic of each batch's products. float32 takes about half the time and agrees with float64 to ~1e-6 in r; the running sums are float64 either way.",
+)
 @click.option("--device", help="torch device [default: cuda when available].")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
 @click.option(
@@ -126,6 +133,7 @@ def correlate(
     rank_by: str,
     subsets: tuple[str, ...],
     batch_size: int,
+    precision: str,
     device: str | None,
     no_plot: bool,
     write_graph: bool,
@@ -167,6 +175,7 @@ def correlate(
             rank_by=rank_by,
             subsets={name: p.pattern for name, p in parsed.items()},
             batch_size=batch_size,
+            precision=precision,
             fmt=fmt,
             reference=reference,
             device=device,

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from hsg.sae.model import SparseAutoencoder
 
 RANK_BY = ("pearson", "ncc")
+PRECISIONS = ("float64", "float32")
 ALL_TRACKS = "all"
 _LAYER_NAME = re.compile(r"(?:^|[_\-.])(?:layer|l)[_\-]?(\d+)$", re.IGNORECASE)
 
@@ -173,13 +174,17 @@ def correlate_layers(
     max_lag: int,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    precision: str = "float64",
 ) -> tuple[dict[int, LayerScores], TokenCounts]:
     """Scores of every layer in ``saes`` against ``track_names``, in one encoding pass."""
     layers = sorted(saes)
     columns = {name: i for i, name in enumerate(track_names)}
     device = encoder.device
+    dtype = getattr(torch, precision)  # one of PRECISIONS
     accs = {
-        layer: CorrelationAccumulator(saes[layer].cfg.d_sae, len(columns), max_lag, device=device)
+        layer: CorrelationAccumulator(
+            saes[layer].cfg.d_sae, len(columns), max_lag, dtype=dtype, device=device
+        )
         for layer in layers
     }
     counts = TokenCounts(covered=np.zeros(len(columns), dtype=np.int64))
@@ -510,6 +515,7 @@ class CorrelateConfig:
     rank_by: str = "pearson"
     subsets: dict[str, str] = field(default_factory=dict)
     batch_size: int = 32
+    precision: str = "float64"  # of each batch's products (see CorrelationAccumulator)
     fmt: str | None = None
     reference: str | None = None
     device: str | None = None
@@ -585,6 +591,8 @@ def run_correlate(
 
     if cfg.rank_by not in RANK_BY:
         raise CorrelateError(f"rank_by must be one of {RANK_BY}, got {cfg.rank_by!r}")
+    if cfg.precision not in PRECISIONS:
+        raise CorrelateError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     if cfg.max_lag < 0 or cfg.top < 1:
         raise CorrelateError("--max-lag must be >= 0 and --top >= 1")
     subsets = parse_subsets(f"{k}={v}" for k, v in cfg.subsets.items())
@@ -618,7 +626,15 @@ def run_correlate(
     saes = _load_saes(found, layers, encoder, warn)
     callback = progress(len(records), len(layers)) if progress else None
     scores, counts = correlate_layers(
-        records, encoder, saes, tracks, track_names, cfg.max_lag, cfg.batch_size, callback
+        records,
+        encoder,
+        saes,
+        tracks,
+        track_names,
+        cfg.max_lag,
+        cfg.batch_size,
+        callback,
+        precision=cfg.precision,
     )
     best = [
         row for s in scores.values() for row in best_features(s, track_names, cfg.top, cfg.rank_by)

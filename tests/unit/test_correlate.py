@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from hsg.correlate import stats
 from hsg.correlate.cli import correlate
 from hsg.correlate.run import (
     CorrelateError,
@@ -60,12 +61,26 @@ def test_vectorised_pearson_equals_a_naive_loop_across_uneven_batches(max_lag):
     )
 
 
-def test_every_lag_equals_a_naive_pearson_over_that_lags_pairs():
+@pytest.mark.parametrize(
+    ("track_product", "dtype", "atol"),
+    [
+        ("dense", torch.float64, 1e-10),
+        ("sparse", torch.float64, 1e-10),
+        ("sparse", torch.float32, 1e-5),
+    ],
+)
+def test_every_lag_equals_a_naive_pearson_over_that_lags_pairs(
+    monkeypatch, track_product, dtype, atol
+):
+    # Both track products on the same sparse, fractional coverage (the shape real BED tracks
+    # take), forced by the density threshold: 0 always picks dense, 1 always sparse.
+    monkeypatch.setattr(stats, "SPARSE_TRACKS", 1.0 if track_product == "sparse" else 0.0)
     rng = np.random.default_rng(3)
     lengths = [12, 5, 20, 1, 9, 14]
     x = rng.random((sum(lengths), 4)) * 3.0 + 10.0
-    y = rng.random((sum(lengths), 3))
-    acc = CorrelationAccumulator(4, 3, max_lag=3)
+    y = rng.random((sum(lengths), 3)) * (rng.random((sum(lengths), 3)) < 0.3)
+    y[[0, 12, 17, 37], 2] = 1.0  # segment edges, where lags lose their partners
+    acc = CorrelationAccumulator(4, 3, max_lag=3, dtype=dtype)
     mid = sum(lengths[:3])  # batches end on segment boundaries, as the encoder's batches do
     acc.update(torch.from_numpy(x[:mid]), torch.from_numpy(y[:mid]), lengths[:3])
     acc.update(torch.from_numpy(x[mid:]), torch.from_numpy(y[mid:]), lengths[3:])
@@ -79,7 +94,12 @@ def test_every_lag_equals_a_naive_pearson_over_that_lags_pairs():
             if 0 <= t + lag < n
         ]
         i, j = np.array(pairs).T
-        np.testing.assert_allclose(got[slot], _naive_pearson(x[i], y[j]), atol=1e-10)
+        np.testing.assert_allclose(got[slot], _naive_pearson(x[i], y[j]), atol=atol)
+
+
+def test_the_batch_dtype_must_be_a_float_the_sums_can_trust():
+    with pytest.raises(ValueError, match="float32 or torch.float64"):
+        CorrelationAccumulator(4, 3, dtype=torch.float16)
 
 
 def _shifted(x: np.ndarray, lengths: list[int], shift: int, rng) -> np.ndarray:
