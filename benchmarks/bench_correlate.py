@@ -6,8 +6,9 @@ Synthetic, seeded data shaped like `hsg correlate` input: sparse non-negative "S
 batches of regions and compute Pearson and, with --max-lag L, the centred, normalised
 cross-correlation at every lag -L..L (see hsg/correlate/stats.py).
 
-* vectorised: `CorrelationAccumulator.update` per batch, then `.pearson()` / `.ncc()`,
-  float64, exactly what the CLI runs.
+* vectorised: `CorrelationAccumulator.update` per batch of 32 regions, then `.pearson()` /
+  `.ncc()`, exactly what the CLI runs; --dtype float32 is `hsg correlate --precision
+  float32`. Below 5 % coverage it takes the sparse track product (--coverage).
 * loop: a Python loop over features, each feature against all tracks with numpy (centred
   dot products, tracks' centred columns and norms precomputed once per lag, so the loop is
   the strongest one-feature-at-a-time version, not a pair-by-pair strawman).
@@ -18,7 +19,7 @@ cost is linear in the number of features. The two results are compared before an
 is printed.
 
     .venv/bin/python benchmarks/bench_correlate.py                       # defaults below
-    .venv/bin/python benchmarks/bench_correlate.py --max-lag 5 --threads 1
+    .venv/bin/python benchmarks/bench_correlate.py --max-lag 5 --dtype float32
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ TOKENS_PER_REGION = 20
 TOLERANCE = {"float64": 1e-9, "float32": 1e-5}  # max |Δr| against the float64 loops
 
 
-def make_data(n_regions: int, n_features: int, n_tracks: int, seed: int):
-    """Sparse latents (≈5 % active) and track coverage of runs of whole and partial tokens."""
+def make_data(n_regions: int, n_features: int, n_tracks: int, seed: int, coverage: float = 0.02):
+    """Sparse latents (≈5 % active) and track coverage of runs of whole and partial tokens
+    (runs of 1-7 tokens, so about ``coverage`` of the tokens per track)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -43,7 +45,7 @@ def make_data(n_regions: int, n_features: int, n_tracks: int, seed: int):
     x = rng.standard_gamma(1.0, size=(n, n_features), dtype=np.float32) * active  # as SAEs give
     y = np.zeros((n, n_tracks))
     for k in range(n_tracks):  # each track covers a few runs of tokens
-        for start in rng.integers(0, n - 8, size=max(1, n // 200)):
+        for start in rng.integers(0, n - 8, size=max(1, round(coverage * n / 4))):
             y[start : start + rng.integers(1, 8), k] = rng.choice([1.0, 0.5, 1 / 6])
     return x, y
 
@@ -107,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracks", type=int, default=32)
     parser.add_argument("--max-lag", type=int, default=0)
     parser.add_argument(
+        "--coverage", type=float, default=0.02, help="fraction of tokens each track covers"
+    )
+    parser.add_argument(
         "--batch-regions",
         type=int,
         default=32,
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    x, y = make_data(args.regions, args.features, args.tracks, args.seed)
+    x, y = make_data(args.regions, args.features, args.tracks, args.seed, args.coverage)
     n_tokens = x.shape[0]
     work = args.features * args.tracks * n_tokens
 
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         "tokens": n_tokens,
         "features": args.features,
         "tracks": args.tracks,
+        "coverage": round(float((y > 0).mean()), 5),
         "max_lag": args.max_lag,
         "lags": len(lags),
         "threads": args.threads,

@@ -2,9 +2,9 @@
 
 The inputs are token-aligned matrices: ``x`` [n_tokens, n_features] (SAE latents) and ``y``
 [n_tokens, n_tracks] (track coverage). Every score of every (feature, track) pair comes out
-of matrix products of ``x`` with the centred ``y`` (one wide product per batch covers all
-2L + 1 lags, see `CorrelationAccumulator`); there is no loop over features or tracks
-anywhere, only short ones over the lags to index and fold the results.
+of matrix products of ``x`` with ``y`` (one wide product per batch covers all 2L + 1 lags,
+see `CorrelationAccumulator`); there is no loop over features or tracks anywhere, only short
+ones over the lags to index the pairs.
 
 Tokens arrive in batches (a genome-scale set of regions does not fit in memory as a
 [tokens, features] matrix), so the statistics are kept as running *centred* co-moments and
@@ -51,7 +51,13 @@ SPARSE_TRACKS = 0.05
 
 
 class CoMoments:
-    """Running count, means, centred sums of squares and cross-products of two matrices."""
+    """Running count, means, centred sums of squares and cross-products of two matrices.
+
+    With ``groups`` every statistic gets a leading dimension: one independent set of
+    moments per group (the lags of `CorrelationAccumulator`), all merged by the same
+    tensor operations instead of one small merge per group. The cross-products are kept
+    as ``c_yx`` [..., n_y, n_x], the layout the track products come out in.
+    """
 
     def __init__(
         self,
@@ -59,14 +65,16 @@ class CoMoments:
         n_y: int,
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
+        groups: int | None = None,
     ) -> None:
         kw = {"dtype": dtype, "device": device}
-        self.n = 0
-        self.mean_x = torch.zeros(n_x, **kw)
-        self.mean_y = torch.zeros(n_y, **kw)
-        self.m2_x = torch.zeros(n_x, **kw)
-        self.m2_y = torch.zeros(n_y, **kw)
-        self.c_xy = torch.zeros(n_x, n_y, **kw)
+        lead = () if groups is None else (groups,)
+        self.n = torch.zeros(lead, **kw)
+        self.mean_x = torch.zeros(*lead, n_x, **kw)
+        self.mean_y = torch.zeros(*lead, n_y, **kw)
+        self.m2_x = torch.zeros(*lead, n_x, **kw)
+        self.m2_y = torch.zeros(*lead, n_y, **kw)
+        self.c_yx = torch.zeros(*lead, n_y, n_x, **kw)
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Add the rows of ``x`` [n, n_x] and ``y`` [n, n_y] (paired row by row)."""
@@ -75,49 +83,56 @@ class CoMoments:
             raise ValueError(f"{n_b} rows of x but {y.shape[0]} rows of y")
         if n_b == 0:
             return
-        x = x.to(self.c_xy)
-        y = y.to(self.c_xy)
+        x = x.to(self.c_yx)
+        y = y.to(self.c_yx)
         mx_b = x.mean(0)
         my_b = y.mean(0)
         xc = x - mx_b
         yc = y - my_b
         # the one matrix product: every feature against every track
-        self.merge(n_b, mx_b, my_b, xc.square().sum(0), yc.square().sum(0), xc.T @ yc)
+        self.merge(n_b, mx_b, my_b, xc.square().sum(0), yc.square().sum(0), yc.T @ xc)
 
     def merge(
         self,
-        n_b: int,
+        n_b: int | torch.Tensor,
         mx_b: torch.Tensor,
         my_b: torch.Tensor,
         m2x_b: torch.Tensor,
         m2y_b: torch.Tensor,
         c_b: torch.Tensor,
     ) -> None:
-        """Fold in the centred moments of another group of rows (module docstring)."""
-        if n_b == 0:
-            return
-        n_a = self.n
-        n = n_a + n_b
-        w = n_a * n_b / n
+        """Fold in the centred moments of another group of rows (module docstring).
+
+        A group with ``n_b == 0`` leaves its moments as they were, whatever its means say.
+        """
+        n_b = torch.as_tensor(n_b, dtype=self.n.dtype, device=self.n.device)
+        n = self.n + n_b
+        safe = n.clamp(min=1.0)
+        w = (self.n * n_b / safe)[..., None]
+        frac = (n_b / safe)[..., None]
         dx = mx_b - self.mean_x
         dy = my_b - self.mean_y
-        self.c_xy += c_b
-        self.c_xy.addr_(dx, dy, alpha=w)
+        self.c_yx += c_b
+        wdy = (dy * w)[..., :, None]
+        if self.c_yx.dim() == 2:
+            self.c_yx.addmm_(wdy, dx[None, :])
+        else:
+            self.c_yx.baddbmm_(wdy, dx[..., None, :])
         self.m2_x += m2x_b + dx.square() * w
         self.m2_y += m2y_b + dy.square() * w
-        self.mean_x += dx * (n_b / n)
-        self.mean_y += dy * (n_b / n)
+        self.mean_x += dx * frac
+        self.mean_y += dy * frac
         self.n = n
 
     def correlation(self) -> torch.Tensor:
-        """Pearson r [n_x, n_y]; NaN where either column is constant (or no rows seen)."""
-        if self.n == 0:
-            return torch.full_like(self.c_xy, float("nan"))
-        live_x = self.m2_x > _CONSTANT_RTOL * (self.m2_x + self.n * self.mean_x.square())
-        live_y = self.m2_y > _CONSTANT_RTOL * (self.m2_y + self.n * self.mean_y.square())
+        """Pearson r [..., n_x, n_y]; NaN where either column is constant or no rows seen."""
+        n = self.n[..., None]
+        live_x = (self.m2_x > _CONSTANT_RTOL * (self.m2_x + n * self.mean_x.square())) & (n > 0)
+        live_y = (self.m2_y > _CONSTANT_RTOL * (self.m2_y + n * self.mean_y.square())) & (n > 0)
         sx = torch.where(live_x, self.m2_x, torch.nan).sqrt()
         sy = torch.where(live_y, self.m2_y, torch.nan).sqrt()
-        return (self.c_xy / torch.outer(sx, sy)).clamp_(-1.0, 1.0)
+        r = self.c_yx / (sy[..., :, None] * sx[..., None, :])
+        return r.clamp_(-1.0, 1.0).transpose(-1, -2)
 
 
 def lag_order(max_lag: int) -> list[int]:
@@ -167,8 +182,8 @@ class CorrelationAccumulator:
     ``dtype`` is the arithmetic of a batch: float64 (the default) agrees with a float64
     reference to ~1e-14, float32 to ~1e-6 at about half the time. Either way the running
     moments are float64, so the batch dtype's error does not grow with the number of
-    batches. Memory is (2L + 1) × n_features × n_tracks float64 numbers plus two
-    batch-sized buffers, whatever the number of tokens.
+    batches. Memory is (2L + 1) × n_features × n_tracks float64 numbers plus one
+    [batch, 2 × n_features] buffer, whatever the number of tokens.
     """
 
     def __init__(
@@ -187,23 +202,25 @@ class CorrelationAccumulator:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        f64 = torch.float64
-        self.moments = [CoMoments(n_features, n_tracks, f64, self.device) for _ in self.lags]
+        self.moments = CoMoments(
+            n_features, n_tracks, torch.float64, self.device, groups=len(self.lags)
+        )
         self._shift: torch.Tensor | None = None
-        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._buffer: torch.Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
-        return self.moments[0].n
+        return int(self.moments.n[0])
 
-    def _scratch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _scratch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Fresh multi-megabyte tensors per batch cost more in page faults than the
         # arithmetic on them; two buffers grown on demand are reused instead.
-        if self._buffers is None or self._buffers[0].shape[0] < n:
-            shape = (n, self.n_features)
-            kw = {"dtype": self.dtype, "device": self.device}
-            self._buffers = (torch.empty(shape, **kw), torch.empty(shape, **kw))
-        return self._buffers[0][:n], self._buffers[1][:n]
+        # Side by side in one buffer, so one product sums both over every lag's rows.
+        if self._buffer is None or self._buffer.shape[0] < n:
+            shape = (n, 2 * self.n_features)
+            self._buffer = torch.empty(shape, dtype=self.dtype, device=self.device)
+        both = self._buffer[:n]
+        return both, both[:, : self.n_features], both[:, self.n_features :]
 
     def update(self, x: torch.Tensor, y: torch.Tensor, lengths: Sequence[int]) -> None:
         """Add a batch: rows of ``x``/``y`` are tokens, ``lengths`` the tokens per segment."""
@@ -222,7 +239,7 @@ class CorrelationAccumulator:
         y = y64.to(self.dtype)
         if self._shift is None:  # float64, and exactly representable in the batch dtype
             self._shift = x.to(torch.float64).mean(0).to(self.dtype).to(torch.float64)
-        xs, xs2 = self._scratch(n)
+        both, xs, xs2 = self._scratch(n)
         if x.dtype == self.dtype:
             torch.sub(x, self._shift.to(self.dtype), out=xs)
         else:  # convert, then shift in place: a mixed-dtype sub(out=) is ~5x slower
@@ -235,33 +252,37 @@ class CorrelationAccumulator:
         else:
             pos, seg_len = segment_positions(lengths, self.device)
         masks = torch.zeros(n, n_lags, dtype=self.dtype, device=self.device)
-        stats_y = []
+        n_t = torch.zeros(n_lags, dtype=torch.float64, device=self.device)
+        my = torch.zeros(n_lags, self.n_tracks, dtype=torch.float64, device=self.device)
+        m2y = torch.zeros_like(my)
         for slot, lag in enumerate(self.lags):
             if pos is None:
                 i = j = torch.arange(n, device=self.device)
             else:
                 i, j = lag_pairs(pos, seg_len, lag)
             if len(i) == 0:
-                stats_y.append(None)
                 continue
             yj = y64[j]
-            my = yj.mean(0)
+            n_t[slot] = len(i)
+            my[slot] = yj.mean(0)
+            m2y[slot] = (yj - my[slot]).square().sum(0)
             masks[i, slot] = 1.0
-            stats_y.append((len(i), my, (yj - my).square().sum(0)))
-        sums = masks.T @ xs  # [lags, F]: Σ xs over each lag's rows
-        sq = (masks.T @ xs2).double()  # [lags, F]
-        cross = self._cross(xs, y, pos, seg_len, stats_y, sums).double()  # [lags, K, F]
-        sums = sums.double()
-        for slot, st in enumerate(stats_y):
-            if st is None:
-                continue
-            n_t, my, m2y = st
-            sx = sums[slot]
-            self.moments[slot].merge(
-                n_t, self._shift + sx / n_t, my, sq[slot] - sx.square() / n_t, m2y, cross[slot].T
-            )
+        sums_sq = masks.T @ both  # [lags, 2F]: Σ xs and Σ xs² over each lag's rows
+        sums = sums_sq[:, : self.n_features]
+        cross = self._cross(xs, y, pos, seg_len, my.to(self.dtype), sums)  # [lags, K, F]
+        sums_sq = sums_sq.double()
+        sums, sq = sums_sq[:, : self.n_features], sums_sq[:, self.n_features :]
+        per_row = n_t.clamp(min=1.0)[:, None]
+        self.moments.merge(
+            n_t,
+            self._shift + sums / per_row,
+            my,
+            sq - sums.square() / per_row,
+            m2y,
+            cross,  # added into the float64 sums as it is
+        )
 
-    def _cross(self, xs, y, pos, seg_len, stats_y, sums) -> torch.Tensor:
+    def _cross(self, xs, y, pos, seg_len, means, sums) -> torch.Tensor:
         """Σ xs[t] · (y[t + τ] - ȳ_τ) over each lag's pairs, [lags, K, F].
 
         ``ȳ_τ`` is a constant per lag, so the centred product is the raw one minus
@@ -301,17 +322,14 @@ class CorrelationAccumulator:
             values = torch.cat(entry_vals)
             sparse = torch.sparse_coo_tensor(index, values, shape, check_invariants=False)
             raw = torch.sparse.mm(sparse, xs).view(len(lags), k, -1)
-        means = torch.stack(
-            [st[1].to(y) if st is not None else torch.zeros_like(y[0]) for st in stats_y]
-        )
-        return raw - means[:, :, None] * sums[:, None, :]
+        return raw.baddbmm_(means[:, :, None], sums[:, None, :], alpha=-1.0)
 
     def pearson(self) -> torch.Tensor:
-        return self.moments[0].correlation()
+        return self.per_lag()[0]
 
     def per_lag(self) -> torch.Tensor:
         """[2L + 1, n_features, n_tracks] correlations, in `lags` order."""
-        return torch.stack([m.correlation() for m in self.moments])
+        return self.moments.correlation().contiguous()
 
     def ncc(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(best NCC over lags, its lag) [n_features, n_tracks]; NaN/0 where undefined."""

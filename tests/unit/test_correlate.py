@@ -341,6 +341,27 @@ def test_cli_ranks_the_planted_detector_first_with_correlation_one(world):
     assert len(tsv) == 6
 
 
+def test_cli_float32_precision_gives_the_float64_scores_to_1e_5(world):
+    for precision in ("float64", "float32"):
+        args = ("--layers", "0-1", "--max-lag", "2", "--top", "5", "--no-plot")
+        res = _invoke(world, *args, "--precision", precision, out=f"out_{precision}")
+        assert res.exit_code == 0, res.output
+    exact, fast = (
+        pd.read_csv(world / f"out_{p}" / "best_features.tsv", sep="\t")
+        for p in ("float64", "float32")
+    )
+    top = fast[(fast.layer == 0) & (fast.track == "motif_site") & (fast["rank"] == 1)].iloc[0]
+    assert top.feature == DETECTOR and top.pearson == pytest.approx(1.0, abs=1e-5)
+    # near-ties may swap places, so compare each (layer, track, feature) found by both
+    key = ["layer", "track", "feature"]
+    both = exact.merge(fast, on=key, suffixes=("_64", "_32"))
+    assert len(both) >= 0.8 * len(exact)
+    np.testing.assert_allclose(both.pearson_32, both.pearson_64, atol=1e-5)
+    np.testing.assert_allclose(both.ncc_32, both.ncc_64, atol=1e-5)
+    meta = json.loads((world / "out_float32" / "layer_summary.json").read_text())
+    assert meta["config"]["precision"] == "float32"
+
+
 def test_cli_missing_sae_for_a_layer_names_layer_and_directory(world):
     res = _invoke(world, "--layers", "0-2", out="out_missing")
     assert res.exit_code == 1
