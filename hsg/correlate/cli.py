@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from hsg.cli_options import device_option, model_option, reference_option
 from hsg.db.options import connection_options
 from hsg.db.settings import ConnectionSettings
 
@@ -33,23 +34,14 @@ def _warn(msg: str) -> None:
     type=click.Choice(["bed", "fasta", "tsv"]),
     help="Format of --regions [default: from the extension].",
 )
-@click.option(
-    "--reference",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Reference FASTA for BED regions.",
-)
+@reference_option
 @click.option(
     "--tracks",
     required=True,
     type=click.Path(exists=True, dir_okay=False),
     help="BED file of tracks; the name column (4) groups intervals into tracks.",
 )
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    help="Nucleotide Transformer: local Hugging Face directory (or cached hub id).",
-)
+@model_option("model_dir")
 @click.option(
     "--sae-dir",
     required=True,
@@ -110,7 +102,7 @@ def _warn(msg: str) -> None:
     show_default=True,
     help="Arithmetic of each batch's products. float32 takes about half the time and agrees with float64 to ~1e-6 in r; the running sums are float64 either way.",
 )
-@click.option("--device", help="torch device [default: cuda when available].")
+@device_option
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
 @click.option(
     "--write-graph",
@@ -122,7 +114,7 @@ def _warn(msg: str) -> None:
 def correlate(
     regions: str,
     fmt: str | None,
-    reference: str | None,
+    reference: Path | None,
     tracks: str,
     model_dir: str,
     sae_dir: str,
@@ -177,7 +169,7 @@ def correlate(
             batch_size=batch_size,
             precision=precision,
             fmt=fmt,
-            reference=reference,
+            reference=str(reference) if reference else None,
             device=device,
         )
         if write_graph:  # fail before the encoding, not after it

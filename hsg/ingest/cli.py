@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from hsg.cli_options import device_option, model_option, reference_option
 from hsg.db.errors import DatabaseError
 from hsg.db.options import connection_options
 from hsg.db.settings import ConnectionSettings
@@ -51,12 +52,7 @@ def _echo_summary(summary, as_json: bool) -> None:
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    help="Nucleotide Transformer: local Hugging Face directory (or hub id, if cached).",
-)
+@model_option("model_dir")
 @click.option(
     "--sae",
     "sae_dir",
@@ -75,11 +71,7 @@ def _echo_summary(summary, as_json: bool) -> None:
     type=click.Choice(["bed", "fasta", "tsv"]),
     help="Input format (default: from the file extension).",
 )
-@click.option(
-    "--reference",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Reference FASTA for BED input (indexed with pyfaidx).",
-)
+@reference_option
 @click.option(
     "--label", help="Label every sequence of the input with this name (e.g. cisplatin_binding)."
 )
@@ -121,7 +113,7 @@ def _echo_summary(summary, as_json: bool) -> None:
     show_default=True,
     help="Sequences per database transaction (256 measured fastest, see README).",
 )
-@click.option("--device", help="torch device (default: cuda when available, else cpu).")
+@device_option
 @click.option("--dry-run", is_flag=True, help="Read, encode and annotate, but write nothing.")
 @click.option(
     "--no-validate",
@@ -176,7 +168,7 @@ def ingest(
         sae=sae_dir,
         layer=layer,
         fmt=fmt,
-        reference=reference,
+        reference=str(reference) if reference else None,
         label=label,
         label_column=label_column,
         annotations=list(annotations),

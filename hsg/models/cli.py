@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from hsg.cli_options import device_option, model_option, reference_option
 from hsg.models.errors import (
     CheckpointError,
     InvalidSequenceError,
@@ -97,7 +98,7 @@ def info_cmd(model: str) -> None:
 
 
 @models.command("embed")
-@click.option("--model", "model", required=True, help="Model directory (or a cached hub id).")
+@model_option()
 @click.option(
     "--layer",
     type=int,
@@ -126,12 +127,7 @@ def info_cmd(model: str) -> None:
     default=None,
     help="Input format [default: from the extension].",
 )
-@click.option(
-    "--reference",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Reference FASTA for BED input.",
-)
+@reference_option
 @click.option(
     "--window",
     is_flag=True,
@@ -142,7 +138,7 @@ def info_cmd(model: str) -> None:
     is_flag=True,
     help="Apply the final LayerNorm (HF last_hidden_state); last layer only.",
 )
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 … [default: cuda if present].")
+@device_option
 @click.option(
     "--dtype",
     type=click.Choice(["fp32", "bf16", "fp16"]),

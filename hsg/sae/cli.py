@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import click
 
+from hsg.cli_options import device_option, reference_option
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -54,8 +56,14 @@ def _data_options(func: F) -> F:
             type=click.Path(path_type=Path),
             help="Regions to encode (TSV with sequence, FASTA, or BED with --reference).",
         ),
-        click.option("--reference", type=click.Path(path_type=Path), help="FASTA for BED input."),
-        click.option("--model", "model_dir", type=click.Path(path_type=Path), help="Encoder dir."),
+        reference_option,
+        click.option(
+            "--model",
+            "model_dir",
+            type=click.Path(path_type=Path),
+            help="Nucleotide Transformer for --data: a local Hugging Face directory (or a "
+            "cached hub id).",
+        ),
         click.option("--layer", type=int, help="Layer: 0 = embeddings, i = output of block i."),
         click.option(
             "--cache",
@@ -87,14 +95,6 @@ def _data_options(func: F) -> F:
     for opt in reversed(opts):
         func = opt(func)
     return func
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _load_encoder(model_dir: Path, layer: int) -> Any:
@@ -346,7 +346,7 @@ _TRAIN_KEYS = {
 @click.option(
     "--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1 …")
+@device_option
 @click.option(
     "--resume",
     is_flag=True,
@@ -418,7 +418,7 @@ def train(
             patience=hparams["patience"],
             val_fraction=hparams["val_fraction"],
             shuffle_buffer_shards=hparams["shuffle_buffer"],
-            device=_device(device),
+            device=device,
         )
         _echo_err(
             f"training {arch} SAE d_in={cfg.d_in} d_sae={cfg.d_sae} on {store.n_tokens} tokens "
@@ -462,7 +462,7 @@ def train(
     help="For --split [default: the SAE's training run, else 0.1].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@device_option
 def eval_cmd(
     sae_dir,
     activations,
@@ -484,7 +484,7 @@ def eval_cmd(
     from hsg.sae.train import evaluate, read_run
 
     with _user_errors():
-        model = SparseAutoencoder.load(sae_dir, device=_device(device))
+        model = SparseAutoencoder.load(sae_dir, device=device)
         if layer is None:
             layer = model.cfg.layer
         if data is not None and layer is None:

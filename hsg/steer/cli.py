@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from hsg.cli_options import device_option, model_option, reference_option
+
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
@@ -88,8 +90,8 @@ def classifier() -> None:
     required=True,
     help="Labelled regions (TSV with sequence and label, FASTA, or BED with --reference).",
 )
-@click.option("--reference", type=click.Path(path_type=Path), help="FASTA for BED input.")
-@click.option("--model", "model", required=True, help="Encoder directory (or a cached hub id).")
+@reference_option
+@model_option()
 @click.option(
     "--layer",
     type=int,
@@ -160,7 +162,7 @@ def classifier() -> None:
     show_default=True,
     help="Sequences per encoder forward pass.",
 )
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@device_option
 @click.option("--force", is_flag=True, help="Write into a non-empty --out.")
 def train_cmd(
     data: Path,
@@ -258,7 +260,7 @@ def train_cmd(
             cfg,
             tcfg,
             log=lambda m: click.echo(m, err=True),
-            device=device or "cpu",
+            device=device,
         )
         extra = {
             "data": str(data),
@@ -280,13 +282,8 @@ def train_cmd(
     help="Directory written by `hsg classifier train`.",
 )
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Labelled regions.")
-@click.option("--reference", type=click.Path(path_type=Path), help="FASTA for BED input.")
-@click.option(
-    "--model",
-    "model",
-    required=True,
-    help="Encoder directory (must be the one the classifier was trained on).",
-)
+@reference_option
+@model_option(help="Encoder directory: the one the classifier was trained on.")
 @click.option(
     "--sae",
     "sae_dir",
@@ -303,7 +300,7 @@ def train_cmd(
 )
 @click.option("--out", type=click.Path(path_type=Path), help="Write the metrics JSON here.")
 @click.option("--embed-batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", default=None)
+@device_option
 def eval_cmd(
     clf_dir: Path,
     data: Path,
@@ -399,14 +396,14 @@ def _positions(value: str) -> str | int:
     required=True,
     help="The SAE the targets index into.",
 )
-@click.option("--model", "model", required=True, help="Encoder directory.")
+@model_option()
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
     required=True,
     help="Labelled regions; only the classifier's held-out test split is used.",
 )
-@click.option("--reference", type=click.Path(path_type=Path), help="FASTA for BED input.")
+@reference_option
 @click.option(
     "--min-act",
     "min_acts",
@@ -456,7 +453,7 @@ def _positions(value: str) -> str | int:
 )
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
-@click.option("--device", default=None)
+@device_option
 def steer(
     targets_path: Path,
     clf_dir: Path,
@@ -580,7 +577,7 @@ def _f(x: Any) -> str:
 
 
 @click.command()
-@click.option("--model", "model", required=True, help="Encoder directory.")
+@model_option()
 @click.option(
     "--sae", "sae_dir", type=click.Path(path_type=Path), required=True, help="SAE directory."
 )
@@ -590,7 +587,7 @@ def _f(x: Any) -> str:
 @click.option(
     "--data", type=click.Path(path_type=Path), help="Regions file holding the sequence (with --id)."
 )
-@click.option("--reference", type=click.Path(path_type=Path), help="FASTA for BED input.")
+@reference_option
 @click.option("--id", "seq_id", help="Id of the sequence in --data.")
 @click.option(
     "--batch-size",
@@ -601,7 +598,7 @@ def _f(x: Any) -> str:
 )
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--device", default=None)
+@device_option
 def depmap(
     model: str,
     sae_dir: Path,

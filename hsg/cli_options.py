@@ -1,0 +1,67 @@
+"""Options shared by every command that encodes sequences, so they read and behave alike.
+
+`hsg ingest`, `sae`, `classifier`, `steer`, `depmap`, `correlate` and `models embed` all take
+an encoder, a torch device and (for BED input) a reference FASTA. Declared once here, the
+help texts cannot drift apart, and ``--device`` is checked and resolved once, before any
+model is loaded: a typo or a missing GPU fails in the first second with the option named,
+and every part of one command (encoder, SAE, classifier) lands on the same device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEVICE_HELP = "torch device: cpu, cuda, cuda:1 … [default: cuda when available, else cpu]."
+
+
+def resolve_device_name(value: str | None) -> str:
+    """``None``/``auto`` → ``cuda`` when available else ``cpu``; others checked, kept."""
+    import torch
+
+    if value is None or value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(value)
+    except RuntimeError as exc:
+        raise ValueError(f"{value!r} is not a torch device (try cpu or cuda)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{value!r}: CUDA is not available on this machine; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{value!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return value
+
+
+def _device_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    try:
+        return resolve_device_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--device", callback=_device_callback, help=DEVICE_HELP)(func)
+
+
+def reference_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--reference",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Reference FASTA for BED input (indexed with pyfaidx on first use).",
+    )(func)
+
+
+def model_option(
+    dest: str = "model", help: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--model``, required; ``help`` replaces the standard text where the model must match."""
+    return click.option(
+        "--model",
+        dest,
+        required=True,
+        help=help or "Nucleotide Transformer: a local Hugging Face directory (or a cached hub id).",
+    )
