@@ -100,7 +100,7 @@ def _warn(msg: str) -> None:
     type=click.Choice(["float64", "float32"]),
     default="float64",
     show_default=True,
-    help="Arithmetic of each batch's products. float32 takes about half the time and agrees with float64 to ~1e-6 in r; the running sums are float64 either way.",
+    help="Arithmetic of each batch's correlation products. float32 halves the time of that step (not of the encoder) and agrees with float64 to ~1e-6 in r; the running sums are float64 either way.",
 )
 @device_option
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
