@@ -7,14 +7,19 @@ see `CorrelationAccumulator`); there is no loop over features or tracks anywhere
 ones over the lags to index the pairs.
 
 Tokens arrive in batches (a genome-scale set of regions does not fit in memory as a
-[tokens, features] matrix), so the statistics are kept as running *centred* co-moments and
-merged batch by batch with the pairwise update of Chan, Golub and LeVeque:
+[tokens, features] matrix), so only sums are kept, in float64: per lag τ the pair count, and
+over that lag's pairs Σ xs, Σ xs², Σ y, Σ y² and Σ xs·y, where ``xs = x - s`` with ``s`` a
+fixed per-feature shift, the first batch's mean. At the end
 
-    n   = n_a + n_b,    δx = x̄_b - x̄_a,   δy = ȳ_b - ȳ_a
-    Cxy = Cxy_a + Cxy_b + δx δyᵀ · n_a n_b / n        (same for the variances)
+    C = Σ xs·y − Σ xs Σ y / n,    m2_x = Σ xs² − (Σ xs)² / n,    m2_y likewise,
 
-Summing raw ``Σxy`` and subtracting ``n x̄ ȳ`` at the end would cancel catastrophically for
-features whose mean is large next to their spread; the centred update does not.
+the "shifted data" algorithm. Raw sums (s = 0) would cancel catastrophically for a feature
+whose mean is large next to its spread: the relative error of m2_x is about
+ε · (1 + (x̄ − s)² / var x), and the shift makes that ratio small because one batch's mean is
+already close to the whole run's. Tracks need no shift: coverage lies in [0, 1] and a track
+that is nearly constant is not scored (below). Keeping sums instead of centred moments means
+a batch only adds into the totals: nothing is re-centred per batch, which at the CLI's batch
+size cost as much as the products.
 
 Definitions (``r`` is Pearson's correlation coefficient):
 
@@ -50,91 +55,6 @@ _CONSTANT_RTOL = 1e-9
 SPARSE_TRACKS = 0.05
 
 
-class CoMoments:
-    """Running count, means, centred sums of squares and cross-products of two matrices.
-
-    With ``groups`` every statistic gets a leading dimension: one independent set of
-    moments per group (the lags of `CorrelationAccumulator`), all merged by the same
-    tensor operations instead of one small merge per group. The cross-products are kept
-    as ``c_yx`` [..., n_y, n_x], the layout the track products come out in.
-    """
-
-    def __init__(
-        self,
-        n_x: int,
-        n_y: int,
-        dtype: torch.dtype = torch.float64,
-        device: torch.device | str | None = None,
-        groups: int | None = None,
-    ) -> None:
-        kw = {"dtype": dtype, "device": device}
-        lead = () if groups is None else (groups,)
-        self.n = torch.zeros(lead, **kw)
-        self.mean_x = torch.zeros(*lead, n_x, **kw)
-        self.mean_y = torch.zeros(*lead, n_y, **kw)
-        self.m2_x = torch.zeros(*lead, n_x, **kw)
-        self.m2_y = torch.zeros(*lead, n_y, **kw)
-        self.c_yx = torch.zeros(*lead, n_y, n_x, **kw)
-
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add the rows of ``x`` [n, n_x] and ``y`` [n, n_y] (paired row by row)."""
-        n_b = x.shape[0]
-        if n_b != y.shape[0]:
-            raise ValueError(f"{n_b} rows of x but {y.shape[0]} rows of y")
-        if n_b == 0:
-            return
-        x = x.to(self.c_yx)
-        y = y.to(self.c_yx)
-        mx_b = x.mean(0)
-        my_b = y.mean(0)
-        xc = x - mx_b
-        yc = y - my_b
-        # the one matrix product: every feature against every track
-        self.merge(n_b, mx_b, my_b, xc.square().sum(0), yc.square().sum(0), yc.T @ xc)
-
-    def merge(
-        self,
-        n_b: int | torch.Tensor,
-        mx_b: torch.Tensor,
-        my_b: torch.Tensor,
-        m2x_b: torch.Tensor,
-        m2y_b: torch.Tensor,
-        c_b: torch.Tensor,
-    ) -> None:
-        """Fold in the centred moments of another group of rows (module docstring).
-
-        A group with ``n_b == 0`` leaves its moments as they were, whatever its means say.
-        """
-        n_b = torch.as_tensor(n_b, dtype=self.n.dtype, device=self.n.device)
-        n = self.n + n_b
-        safe = n.clamp(min=1.0)
-        w = (self.n * n_b / safe)[..., None]
-        frac = (n_b / safe)[..., None]
-        dx = mx_b - self.mean_x
-        dy = my_b - self.mean_y
-        self.c_yx += c_b
-        wdy = (dy * w)[..., :, None]
-        if self.c_yx.dim() == 2:
-            self.c_yx.addmm_(wdy, dx[None, :])
-        else:
-            self.c_yx.baddbmm_(wdy, dx[..., None, :])
-        self.m2_x += m2x_b + dx.square() * w
-        self.m2_y += m2y_b + dy.square() * w
-        self.mean_x += dx * frac
-        self.mean_y += dy * frac
-        self.n = n
-
-    def correlation(self) -> torch.Tensor:
-        """Pearson r [..., n_x, n_y]; NaN where either column is constant or no rows seen."""
-        n = self.n[..., None]
-        live_x = (self.m2_x > _CONSTANT_RTOL * (self.m2_x + n * self.mean_x.square())) & (n > 0)
-        live_y = (self.m2_y > _CONSTANT_RTOL * (self.m2_y + n * self.mean_y.square())) & (n > 0)
-        sx = torch.where(live_x, self.m2_x, torch.nan).sqrt()
-        sy = torch.where(live_y, self.m2_y, torch.nan).sqrt()
-        r = self.c_yx / (sy[..., :, None] * sx[..., None, :])
-        return r.clamp_(-1.0, 1.0).transpose(-1, -2)
-
-
 def lag_order(max_lag: int) -> list[int]:
     """Lags by increasing distance from 0 (0, -1, 1, -2, 2, …): argmax ties pick small |τ|."""
     if max_lag < 0:
@@ -168,21 +88,24 @@ def lag_pairs(
 class CorrelationAccumulator:
     """Streams token batches and yields Pearson and max-over-lags NCC for all pairs.
 
-    Every lag of a batch comes out of two products. With ``xs = x - s`` (a fixed
-    per-feature shift ``s``, the first batch's mean, which keeps the sums of squares free of
-    cancellation) and ``m_τ`` the indicator of rows that have a partner at lag τ,
+    With ``xs = x - s`` (module docstring), a batch costs one pass for the sums and one
+    product for the cross terms:
 
-        [m_τ for every τ]ᵀ [xs | xs²]      gives Σ xs and Σ xs² per lag,
-        [y_τ for every τ]ᵀ xs              gives Σ xs·y_τ per lag (`_cross`),
+    * Σ xs and Σ xs² per lag: whether a row has a partner at lag τ depends only on how many
+      tokens of its segment lie before and after it, capped at L. Rows are summed per such
+      class (``index_add``, one pass over [xs | xs²]), and each lag adds up the classes
+      valid for it: a [lags, (L + 1)²] × [(L + 1)², 2F] product.
+    * Σ xs·y per lag: ``[y_τ for every τ]ᵀ xs`` (`_cross`), ``y_τ`` holding each row's
+      partner track row.
 
-    where ``y_τ`` holds each row's partner track row. ``x`` is never centred, copied or
-    gathered per lag, only written once into a reused buffer. The track product is sparse
+    ``x`` is never centred, copied or gathered per lag, only written once into a reused
+    buffer. The track product is sparse
     when coverage is (the usual case), dense otherwise; both give the same numbers.
 
     ``dtype`` is the arithmetic of a batch: float64 (the default) agrees with a float64
-    reference to ~1e-14, float32 to ~1e-6 at about half the time. Either way the running
-    moments are float64, so the batch dtype's error does not grow with the number of
-    batches. Memory is (2L + 1) × n_features × n_tracks float64 numbers plus one
+    reference to ~1e-14, float32 to ~1e-6 at about half the time. Either way the totals
+    are float64, so the batch dtype's error does not grow with the number of batches.
+    Memory is (2L + 1) × n_features × n_tracks float64 numbers plus one
     [batch, 2 × n_features] buffer, whatever the number of tokens.
     """
 
@@ -202,20 +125,28 @@ class CorrelationAccumulator:
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.moments = CoMoments(
-            n_features, n_tracks, torch.float64, self.device, groups=len(self.lags)
-        )
+        n_lags = len(self.lags)
+        kw = {"dtype": torch.float64, "device": self.device}
+        self.n = torch.zeros(n_lags, **kw)
+        self.sx = torch.zeros(n_lags, n_features, **kw)  # Σ xs
+        self.sxx = torch.zeros(n_lags, n_features, **kw)  # Σ xs²
+        self.sy = torch.zeros(n_lags, n_tracks, **kw)  # Σ y
+        self.syy = torch.zeros(n_lags, n_tracks, **kw)  # Σ y²
+        self.sxy = torch.zeros(n_lags, n_tracks, n_features, **kw)  # Σ y·xs, [lags, K, F]
         self._shift: torch.Tensor | None = None
         self._buffer: torch.Tensor | None = None
+        self._f64 = kw
+        self._n_classes = (max_lag + 1) ** 2
+        self._valid_x, self._valid_y = (v.to(self.device) for v in self._class_validity())
 
     @property
     def n_tokens(self) -> int:
-        return int(self.moments.n[0])
+        return int(self.n[0])
 
     def _scratch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # Fresh multi-megabyte tensors per batch cost more in page faults than the
-        # arithmetic on them; two buffers grown on demand are reused instead.
-        # Side by side in one buffer, so one product sums both over every lag's rows.
+        # arithmetic on them, so one buffer grown on demand is reused; xs and xs² sit side
+        # by side in it, so one product sums both over every lag's rows.
         if self._buffer is None or self._buffer.shape[0] < n:
             shape = (n, 2 * self.n_features)
             self._buffer = torch.empty(shape, dtype=self.dtype, device=self.device)
@@ -246,51 +177,53 @@ class CorrelationAccumulator:
             xs.copy_(x)
             xs.sub_(self._shift.to(self.dtype))
         torch.mul(xs, xs, out=xs2)
-        n_lags = len(self.lags)
-        if n_lags == 1:
+        if len(self.lags) == 1:
             pos = seg_len = None
+            edge = torch.zeros(n, dtype=torch.long, device=self.device)
         else:
             pos, seg_len = segment_positions(lengths, self.device)
-        masks = torch.zeros(n, n_lags, dtype=self.dtype, device=self.device)
-        n_t = torch.zeros(n_lags, dtype=torch.float64, device=self.device)
-        my = torch.zeros(n_lags, self.n_tracks, dtype=torch.float64, device=self.device)
-        m2y = torch.zeros_like(my)
-        for slot, lag in enumerate(self.lags):
-            if pos is None:
-                i = j = torch.arange(n, device=self.device)
-            else:
-                i, j = lag_pairs(pos, seg_len, lag)
-            if len(i) == 0:
-                continue
-            yj = y64[j]
-            n_t[slot] = len(i)
-            my[slot] = yj.mean(0)
-            m2y[slot] = (yj - my[slot]).square().sum(0)
-            masks[i, slot] = 1.0
-        sums_sq = masks.T @ both  # [lags, 2F]: Σ xs and Σ xs² over each lag's rows
-        sums = sums_sq[:, : self.n_features]
-        cross = self._cross(xs, y, pos, seg_len, my.to(self.dtype), sums)  # [lags, K, F]
-        sums_sq = sums_sq.double()
-        sums, sq = sums_sq[:, : self.n_features], sums_sq[:, self.n_features :]
-        per_row = n_t.clamp(min=1.0)[:, None]
-        self.moments.merge(
-            n_t,
-            self._shift + sums / per_row,
-            my,
-            sq - sums.square() / per_row,
-            m2y,
-            cross,  # added into the float64 sums as it is
-        )
+            edge = self._edge_class(pos, seg_len)
+        # Σ over each lag's rows = Σ over the edge classes valid at that lag: one pass of
+        # index_add over the rows (a [lags, n] × [n, 2F] product costs ~4x more)
+        per_class = torch.zeros(self._n_classes, 2 * self.n_features, dtype=self.dtype)
+        per_class = per_class.to(self.device).index_add_(0, edge, both)
+        sums = (self._valid_x.to(self.dtype) @ per_class).double()  # [lags, 2F]
+        self.sx += sums[:, : self.n_features]
+        self.sxx += sums[:, self.n_features :]
+        y_rows = torch.cat([torch.ones(n, 1, **self._f64), y64, y64.square()], 1)
+        y_class = torch.zeros(self._n_classes, y_rows.shape[1], **self._f64)
+        y_sums = self._valid_y @ y_class.index_add_(0, edge, y_rows)  # [lags, 1 + 2K]
+        self.n += y_sums[:, 0]
+        self.sy += y_sums[:, 1 : 1 + self.n_tracks]
+        self.syy += y_sums[:, 1 + self.n_tracks :]
+        self.sxy += self._cross(xs, y, pos, seg_len).double()
 
-    def _cross(self, xs, y, pos, seg_len, means, sums) -> torch.Tensor:
-        """Σ xs[t] · (y[t + τ] - ȳ_τ) over each lag's pairs, [lags, K, F].
+    def _edge_class(self, pos: torch.Tensor, seg_len: torch.Tensor) -> torch.Tensor:
+        """Class of each row: (tokens before it, tokens after it), both capped at L."""
+        cap = self.max_lag
+        before = pos.clamp(max=cap)
+        after = (seg_len - 1 - pos).clamp(max=cap)
+        return before * (cap + 1) + after
 
-        ``ȳ_τ`` is a constant per lag, so the centred product is the raw one minus
-        ``ȳ_τ ⊗ Σ xs``; that difference does not cancel because ``xs`` is already shifted
-        onto the feature means. The raw product only needs the tokens a track covers, and
-        coverage is sparse in practice (few regions touch any one element type), so below
-        `SPARSE_TRACKS` density it is a sparse product costing (non-zeros × features)
-        instead of (tokens × tracks × lags × features).
+    def _class_validity(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[lags, classes] 0/1: does a row of the class have a partner at τ (x side), is it
+        one's partner (y side)? Row t pairs with t + τ, so τ > 0 needs τ tokens after t and
+        τ < 0 needs |τ| before; its partner needs the mirror image."""
+        cap = self.max_lag
+        classes = torch.arange((cap + 1) ** 2)
+        before, after = classes // (cap + 1), classes % (cap + 1)
+        lags = torch.as_tensor(self.lags)[:, None]
+        valid_x = torch.where(lags >= 0, after >= lags, before >= -lags)
+        valid_y = torch.where(lags >= 0, before >= lags, after >= -lags)
+        return valid_x.double(), valid_y.double()
+
+    def _cross(self, xs, y, pos, seg_len) -> torch.Tensor:
+        """Σ xs[t] · y[t + τ] over each lag's pairs, [lags, K, F].
+
+        Only the tokens a track covers contribute, and coverage is sparse in practice (few
+        regions touch any one element type), so below `SPARSE_TRACKS` density this is a
+        sparse product costing (non-zeros × features) instead of (tokens × tracks × lags ×
+        features).
         """
         n, k = y.shape
         lags = self.lags
@@ -303,33 +236,47 @@ class CorrelationAccumulator:
                 else:
                     i, j = lag_pairs(pos, seg_len, lag)
                     partners[i, slot * k : (slot + 1) * k] = y[j]
-            raw = (partners.T @ xs).view(len(lags), k, -1)
-        else:
-            vals = y[rows, cols]
-            entry_rows, entry_cols, entry_vals = [], [], []
-            for slot, lag in enumerate(lags):
-                if pos is None:
-                    keep = slice(None)
-                else:  # y[j] pairs with x[j - τ] when that token is in j's segment
-                    back = pos[rows] - lag
-                    keep = (back >= 0) & (back < seg_len[rows])
-                entry_rows.append(cols[keep] + slot * k)
-                entry_cols.append(rows[keep] - lag)
-                entry_vals.append(vals[keep])
-            index = torch.stack([torch.cat(entry_rows), torch.cat(entry_cols)])
-            shape = (len(lags) * k, n)
-            # in bounds by construction (a partner stays in its segment): no check needed
-            values = torch.cat(entry_vals)
-            sparse = torch.sparse_coo_tensor(index, values, shape, check_invariants=False)
-            raw = torch.sparse.mm(sparse, xs).view(len(lags), k, -1)
-        return raw.baddbmm_(means[:, :, None], sums[:, None, :], alpha=-1.0)
+            return (partners.T @ xs).view(len(lags), k, -1)
+        vals = y[rows, cols]
+        entry_rows, entry_cols, entry_vals = [], [], []
+        for slot, lag in enumerate(lags):
+            if pos is None:
+                keep = slice(None)
+            else:  # y[j] pairs with x[j - τ] when that token is in j's segment
+                back = pos[rows] - lag
+                keep = (back >= 0) & (back < seg_len[rows])
+            entry_rows.append(cols[keep] + slot * k)
+            entry_cols.append(rows[keep] - lag)
+            entry_vals.append(vals[keep])
+        index = torch.stack([torch.cat(entry_rows), torch.cat(entry_cols)])
+        shape = (len(lags) * k, n)
+        # in bounds by construction (a partner stays in its segment): no check needed
+        sparse = torch.sparse_coo_tensor(
+            index, torch.cat(entry_vals), shape, check_invariants=False
+        )
+        return torch.sparse.mm(sparse, xs).view(len(lags), k, -1)
 
     def pearson(self) -> torch.Tensor:
         return self.per_lag()[0]
 
     def per_lag(self) -> torch.Tensor:
-        """[2L + 1, n_features, n_tracks] correlations, in `lags` order."""
-        return self.moments.correlation().contiguous()
+        """[2L + 1, n_features, n_tracks] correlations, in `lags` order.
+
+        NaN where either column is constant over that lag's pairs, or no pair was seen.
+        """
+        n = self.n[:, None]
+        safe = n.clamp(min=1.0)
+        m2_x = self.sxx - self.sx.square() / safe
+        m2_y = self.syy - self.sy.square() / safe
+        mean_x = self._shift + self.sx / safe if self._shift is not None else self.sx
+        mean_y = self.sy / safe
+        live_x = (m2_x > _CONSTANT_RTOL * (m2_x + n * mean_x.square())) & (n > 0)
+        live_y = (m2_y > _CONSTANT_RTOL * (m2_y + n * mean_y.square())) & (n > 0)
+        sx = torch.where(live_x, m2_x, torch.nan).sqrt()
+        sy = torch.where(live_y, m2_y, torch.nan).sqrt()
+        c = self.sxy - self.sy[:, :, None] * self.sx[:, None, :] / safe[:, :, None]
+        r = c / (sy[:, :, None] * sx[:, None, :])
+        return r.clamp_(-1.0, 1.0).transpose(1, 2).contiguous()
 
     def ncc(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(best NCC over lags, its lag) [n_features, n_tracks]; NaN/0 where undefined."""
@@ -343,9 +290,9 @@ class CorrelationAccumulator:
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pearson r of every column of ``x`` with every column of ``y`` in one product."""
-    acc = CoMoments(x.shape[1], y.shape[1], device=x.device)
-    acc.update(x, y)
-    return acc.correlation()
+    acc = CorrelationAccumulator(x.shape[1], y.shape[1], device=x.device)
+    acc.update(x, y, [x.shape[0]])
+    return acc.pearson()
 
 
 def ncc(

@@ -61,6 +61,22 @@ def test_vectorised_pearson_equals_a_naive_loop_across_uneven_batches(max_lag):
     )
 
 
+def test_a_first_batch_far_from_the_run_mean_does_not_cancel_the_variance():
+    # Feature 0 is off in the first batch, then 1000 ± 0.1, so the shift (0) sits 10^4
+    # within-batch spreads from the later values. The run's own variance includes the
+    # first batch, which bounds the cancellation (~ε·n/n_first): still float64-exact.
+    rng = np.random.default_rng(5)
+    x = np.zeros((400, 2))
+    x[20:, 0] = 1000.0 + 0.1 * rng.standard_normal(380)
+    x[:, 1] = rng.random(400)
+    y = 0.02 * x[:, [0]] + rng.random((400, 1))
+    y[20:] = np.where(rng.random((380, 1)) < 0.5, x[20:, [0]] - 1000.0, y[20:])
+    acc = CorrelationAccumulator(2, 1)
+    for lo, hi in ((0, 20), (20, 200), (200, 400)):
+        acc.update(torch.from_numpy(x[lo:hi]), torch.from_numpy(y[lo:hi]), [hi - lo])
+    np.testing.assert_allclose(acc.pearson().numpy(), _naive_pearson(x, y), atol=1e-10)
+
+
 @pytest.mark.parametrize(
     ("track_product", "dtype", "atol"),
     [
