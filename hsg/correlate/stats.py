@@ -185,8 +185,9 @@ class CorrelationAccumulator:
             edge = self._edge_class(pos, seg_len)
         # Σ over each lag's rows = Σ over the edge classes valid at that lag: one pass of
         # index_add over the rows (a [lags, n] × [n, 2F] product costs ~4x more)
-        per_class = torch.zeros(self._n_classes, 2 * self.n_features, dtype=self.dtype)
-        per_class = per_class.to(self.device).index_add_(0, edge, both)
+        per_class = torch.zeros(
+            self._n_classes, 2 * self.n_features, dtype=self.dtype, device=self.device
+        ).index_add_(0, edge, both)
         sums = (self._valid_x.to(self.dtype) @ per_class).double()  # [lags, 2F]
         self.sx += sums[:, : self.n_features]
         self.sxx += sums[:, self.n_features :]
