@@ -9,17 +9,19 @@ ones over the lags to index the pairs.
 Tokens arrive in batches (a genome-scale set of regions does not fit in memory as a
 [tokens, features] matrix), so only sums are kept, in float64: per lag τ the pair count, and
 over that lag's pairs Σ xs, Σ xs², Σ y, Σ y² and Σ xs·y, where ``xs = x - s`` with ``s`` a
-fixed per-feature shift, the first batch's mean. At the end
+per-feature shift: the first batch's mean, moved to the running mean after batches 2, 4,
+8, … (`CorrelationAccumulator._reshift`). At the end
 
     C = Σ xs·y − Σ xs Σ y / n,    m2_x = Σ xs² − (Σ xs)² / n,    m2_y likewise,
 
 the "shifted data" algorithm. Raw sums (s = 0) would cancel catastrophically for a feature
 whose mean is large next to its spread: the relative error of m2_x is about
-ε · (1 + (x̄ − s)² / var x), and the shift makes that ratio small because one batch's mean is
-already close to the whole run's. Tracks need no shift: coverage lies in [0, 1] and a track
-that is nearly constant is not scored (below). Keeping sums instead of centred moments means
-a batch only adds into the totals: nothing is re-centred per batch, which at the CLI's batch
-size cost as much as the products.
+ε · (1 + (x̄ − s)² / var x), and the shift keeps that ratio small: one batch's mean is
+usually close to the whole run's, and the re-shift covers features that switch on later.
+Tracks need no shift: coverage lies in [0, 1] and a track that is nearly constant is not
+scored (below). Keeping sums instead of centred moments means a batch only adds into the
+totals: nothing is re-centred per batch, which at the CLI's batch size cost as much as the
+products.
 
 Definitions (``r`` is Pearson's correlation coefficient):
 
@@ -134,6 +136,7 @@ class CorrelationAccumulator:
         self.syy = torch.zeros(n_lags, n_tracks, **kw)  # Σ y²
         self.sxy = torch.zeros(n_lags, n_tracks, n_features, **kw)  # Σ y·xs, [lags, K, F]
         self._shift: torch.Tensor | None = None
+        self._batches = 0
         self._buffer: torch.Tensor | None = None
         self._f64 = kw
         self._n_classes = (max_lag + 1) ** 2
@@ -198,6 +201,25 @@ class CorrelationAccumulator:
         self.sy += y_sums[:, 1 : 1 + self.n_tracks]
         self.syy += y_sums[:, 1 + self.n_tracks :]
         self.sxy += self._cross(xs, y, pos, seg_len).double()
+        self._batches += 1
+        if self._batches & (self._batches - 1) == 0:  # after batches 1 (a no-op), 2, 4, …
+            self._reshift()
+
+    def _reshift(self) -> None:
+        """Move the shift to the running mean, rewriting the sums to match (exactly, in
+        float64). The first batch's mean can be far from the run's for a feature that only
+        switches on later; the batch sums in float32 would then carry ~1e-7 of a large
+        Σ xs². Re-shifting at doubling batch counts keeps ``xs`` centred for the cost of
+        log2(batches) passes over the [lags, K, F] sums."""
+        if self._shift is None or self.n[0] == 0:
+            return
+        target = (self._shift + self.sx[0] / self.n[0]).to(self.dtype).to(torch.float64)
+        d = target - self._shift
+        n = self.n[:, None]
+        self.sxx += d * (n * d - 2.0 * self.sx)
+        self.sx -= n * d
+        self.sxy -= self.sy[:, :, None] * d[None, None, :]
+        self._shift = target
 
     def _edge_class(self, pos: torch.Tensor, seg_len: torch.Tensor) -> torch.Tensor:
         """Class of each row: (tokens before it, tokens after it), both capped at L."""

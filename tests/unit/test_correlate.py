@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -75,6 +76,28 @@ def test_a_first_batch_far_from_the_run_mean_does_not_cancel_the_variance():
     for lo, hi in ((0, 20), (20, 200), (200, 400)):
         acc.update(torch.from_numpy(x[lo:hi]), torch.from_numpy(y[lo:hi]), [hi - lo])
     np.testing.assert_allclose(acc.pearson().numpy(), _naive_pearson(x, y), atol=1e-10)
+
+
+def test_float32_batches_stay_accurate_when_a_feature_switches_on_after_the_first():
+    # The float32 batch sums would carry ~1e-7 of Σ (x - s)², which is huge while the shift
+    # is the first batch's 0 (1.3e-6 off in r); re-shifting at batches 1, 2, 4, … keeps
+    # it within 5e-7.
+    rng = np.random.default_rng(5)
+    n = 20000
+    x = np.zeros((n, 2), dtype=np.float32)
+    x[20:, 0] = 1000.0 + 0.1 * rng.standard_normal(n - 20)
+    x[:, 1] = rng.random(n)
+    y = (rng.random((n, 1)) < 0.1) * 1.0
+    y[20:, 0] += 0.5 * (x[20:, 0] - 1000.0)
+    bounds = [0, 20, *range(640, n, 640), n]
+    got = {}
+    for dtype in (torch.float64, torch.float32):
+        acc = CorrelationAccumulator(2, 1, dtype=dtype)
+        for lo, hi in itertools.pairwise(bounds):
+            acc.update(torch.from_numpy(x[lo:hi]), torch.from_numpy(y[lo:hi]), [hi - lo])
+        got[dtype] = acc.pearson().numpy()
+    np.testing.assert_allclose(got[torch.float64], _naive_pearson(x.astype(float), y), atol=1e-8)
+    np.testing.assert_allclose(got[torch.float32], got[torch.float64], atol=5e-7)
 
 
 @pytest.mark.parametrize(
