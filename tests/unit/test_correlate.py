@@ -33,6 +33,12 @@ DETECTOR = 3  # its index in the layer-0 SAE
 # --------------------------------------------------------------------------- stats
 
 
+@pytest.fixture
+def unbuffered(monkeypatch):
+    """Every update is added on its own, so multi-batch tests really span batches."""
+    monkeypatch.setattr(stats, "BATCH_ELEMENTS", 1)
+
+
 def _naive_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.full((x.shape[1], y.shape[1]), np.nan)
     for f in range(x.shape[1]):
@@ -43,7 +49,7 @@ def _naive_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("max_lag", [0, 2])  # the plain and the wide (all-lags) product
-def test_vectorised_pearson_equals_a_naive_loop_across_uneven_batches(max_lag):
+def test_vectorised_pearson_equals_a_naive_loop_across_uneven_batches(unbuffered, max_lag):
     rng = np.random.default_rng(0)
     x = rng.gamma(0.3, 2.0, size=(300, 9)) + 50.0  # large mean: tests the centred update
     x[:, 4] = 7.0  # a dead feature: constant, no correlation
@@ -62,7 +68,7 @@ def test_vectorised_pearson_equals_a_naive_loop_across_uneven_batches(max_lag):
     )
 
 
-def test_a_first_batch_far_from_the_run_mean_does_not_cancel_the_variance():
+def test_a_first_batch_far_from_the_run_mean_does_not_cancel_the_variance(unbuffered):
     # Feature 0 is off in the first batch, then 1000 ± 0.1, so the shift (0) sits 10^4
     # within-batch spreads from the later values. The run's own variance includes the
     # first batch, which bounds the cancellation (~ε·n/n_first): still float64-exact.
@@ -78,7 +84,9 @@ def test_a_first_batch_far_from_the_run_mean_does_not_cancel_the_variance():
     np.testing.assert_allclose(acc.pearson().numpy(), _naive_pearson(x, y), atol=1e-10)
 
 
-def test_float32_batches_stay_accurate_when_a_feature_switches_on_after_the_first():
+def test_float32_batches_stay_accurate_when_a_feature_switches_on_after_the_first(
+    unbuffered,
+):
     # The float32 batch sums would carry ~1e-7 of Σ (x - s)², which is huge while the shift
     # is the first batch's 0 (1.3e-6 off in r); re-shifting at batches 1, 2, 4, … keeps
     # it within 5e-7.
@@ -109,7 +117,7 @@ def test_float32_batches_stay_accurate_when_a_feature_switches_on_after_the_firs
     ],
 )
 def test_every_lag_equals_a_naive_pearson_over_that_lags_pairs(
-    monkeypatch, track_product, dtype, atol
+    monkeypatch, unbuffered, track_product, dtype, atol
 ):
     # Both track products on the same sparse, fractional coverage (the shape real BED tracks
     # take), forced by the density threshold: 0 always picks dense, 1 always sparse.
@@ -134,6 +142,23 @@ def test_every_lag_equals_a_naive_pearson_over_that_lags_pairs(
         ]
         i, j = np.array(pairs).T
         np.testing.assert_allclose(got[slot], _naive_pearson(x[i], y[j]), atol=atol)
+
+
+def test_small_batches_are_gathered_and_give_the_same_scores(monkeypatch):
+    rng = np.random.default_rng(7)
+    x = torch.from_numpy(rng.random((600, 5)))
+    y = torch.from_numpy(rng.random((600, 2)) * (rng.random((600, 2)) < 0.2))
+    results = []
+    for budget in (1, 100 * 5):  # every batch on its own, then five batches at a time
+        monkeypatch.setattr(stats, "BATCH_ELEMENTS", budget)
+        acc = CorrelationAccumulator(5, 2, max_lag=2)
+        for lo in range(0, 600, 20):
+            x_part, y_part = x[lo : lo + 20].clone(), y[lo : lo + 20].clone()
+            acc.update(x_part, y_part, [20])
+            x_part.zero_()  # the caller reuses its tensors: gathered batches were copied
+        assert acc.n_tokens == 600  # reading a result adds what is still gathered
+        results.append(acc.per_lag().numpy())
+    np.testing.assert_allclose(results[1], results[0], atol=1e-12)
 
 
 def test_the_batch_dtype_must_be_a_float_the_sums_can_trust():
