@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,12 @@ def test_save_load_round_trip_and_tamper_check(tmp_path) -> None:
 # ---------------------------------------------------------------------- CLI
 
 
+def _eval(world, clf_dir: Path, *extra: str):
+    """`hsg classifier eval` of ``clf_dir`` on the world's data and model."""
+    args = ["eval", "--classifier", str(clf_dir), "--data", str(world["data"])]
+    return CliRunner().invoke(classifier, [*args, "--model", str(world["model"]), *extra])
+
+
 def test_cli_train_and_eval_on_hidden_states(world) -> None:
     out = world["root"] / "clf_hidden"
     args = [
@@ -220,18 +227,7 @@ def test_cli_train_and_eval_on_hidden_states(world) -> None:
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (102, 26, 32)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["auroc"] > 0.75
-    res = CliRunner().invoke(
-        classifier,
-        [
-            "eval",
-            "--classifier",
-            str(out),
-            "--data",
-            str(world["data"]),
-            "--model",
-            str(world["model"]),
-        ],
-    )
+    res = _eval(world, out)
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["auroc"] == pytest.approx(metrics["test"]["auroc"])
 
@@ -261,35 +257,9 @@ def test_cli_train_on_latents_records_the_sae(world) -> None:
     cfg = json.loads((out / "classifier.json").read_text())
     assert (cfg["input_kind"], cfg["layer"], cfg["d_in"]) == ("latents", 1, 64)
     assert cfg["sae_id"] == sae.sae_id
-    res = CliRunner().invoke(
-        classifier,
-        [
-            "eval",
-            "--classifier",
-            str(out),
-            "--data",
-            str(world["data"]),
-            "--model",
-            str(world["model"]),
-        ],
-    )
+    res = _eval(world, out)
     assert res.exit_code == 1 and "pass --sae" in res.output
-    res = CliRunner().invoke(
-        classifier,
-        [
-            "eval",
-            "--classifier",
-            str(out),
-            "--data",
-            str(world["data"]),
-            "--model",
-            str(world["model"]),
-            "--sae",
-            str(world["root"] / "sae"),
-            "--split",
-            "all",
-        ],
-    )
+    res = _eval(world, out, "--sae", str(world["root"] / "sae"), "--split", "all")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["n"] == 160
 
