@@ -19,13 +19,15 @@ DEVICE_HELP = "torch device: cpu, cuda, cuda:1 … [default: cuda when available
 
 
 def resolve_device_name(value: str | None) -> str:
-    """``None``/``auto`` → ``cuda`` when available else ``cpu``; others checked, kept."""
+    """``None``/``auto`` → the encoder's default device; others checked, kept."""
     import torch
 
+    from hsg.models.encoder import resolve_device
+
     if value is None or value == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device(None))
     try:
-        device = torch.device(value)
+        device = resolve_device(value)
     except RuntimeError as exc:
         raise ValueError(f"{value!r} is not a torch device (try cpu or cuda)") from exc
     if device.type == "cuda":

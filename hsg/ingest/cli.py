@@ -248,15 +248,13 @@ def validate(records, encoder, input_path: str, quiet: bool = False) -> int:
     return n
 
 
-def load_models(model_dir: str, sae_dir: str, layer: int | None, device: str | None):
-    """Encoder and SAE, checked against each other before anything is read or written."""
-    import torch
+def load_models(model_dir: str, sae_dir: str, layer: int | None, device: str):
+    """Encoder and SAE, checked against each other before anything is read or written.
 
+    ``device`` is already resolved by ``--device`` (`hsg.cli_options`)."""
     from hsg.models.encoder import load_encoder
     from hsg.sae.model import SparseAutoencoder
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         sae = SparseAutoencoder.load(Path(sae_dir), device=device)
     except (ValueError, FileNotFoundError, OSError) as exc:

@@ -496,9 +496,7 @@ def steer(
         if max_targets is not None:
             targets = targets[:max_targets]
         conditions = build_conditions(targets, min_acts, alphas, ablate)
-        clf = ConvClassifier.load(clf_dir)
-        if device:
-            clf.to(device)
+        clf = ConvClassifier.load(clf_dir).to(device)
         encoder = _load_encoder(model, device)
         check_provenance(encoder, sae, clf)
         steerer = Steerer(encoder, sae, clf, pos, add_error, max_rows)
