@@ -208,12 +208,8 @@ class CorrelationAccumulator:
             xs.copy_(x)
             xs.sub_(self._shift.to(self.dtype))
         torch.mul(xs, xs, out=xs2)
-        if len(self.lags) == 1:
-            pos = seg_len = None
-            edge = torch.zeros(n, dtype=torch.long, device=self.device)
-        else:
-            pos, seg_len = segment_positions(lengths, self.device)
-            edge = self._edge_class(pos, seg_len)
+        pos, seg_len = segment_positions(lengths, self.device)
+        edge = self._edge_class(pos, seg_len)  # all 0 when L = 0
         # Σ over each lag's rows = Σ over the edge classes valid at that lag: one pass of
         # index_add over the rows (a [lags, n] × [n, 2F] product costs ~4x more)
         per_class = torch.zeros(
@@ -282,20 +278,14 @@ class CorrelationAccumulator:
         if len(rows) > SPARSE_TRACKS * n * k:
             partners = torch.zeros(n, len(lags) * k, dtype=self.dtype, device=self.device)
             for slot, lag in enumerate(lags):
-                if pos is None:
-                    partners[:, :k] = y
-                else:
-                    i, j = lag_pairs(pos, seg_len, lag)
-                    partners[i, slot * k : (slot + 1) * k] = y[j]
+                i, j = lag_pairs(pos, seg_len, lag)
+                partners[i, slot * k : (slot + 1) * k] = y[j]
             return (partners.T @ xs).view(len(lags), k, -1)
         vals = y[rows, cols]
         entry_rows, entry_cols, entry_vals = [], [], []
-        for slot, lag in enumerate(lags):
-            if pos is None:
-                keep = slice(None)
-            else:  # y[j] pairs with x[j - τ] when that token is in j's segment
-                back = pos[rows] - lag
-                keep = (back >= 0) & (back < seg_len[rows])
+        for slot, lag in enumerate(lags):  # y[j] pairs with x[j - τ] in j's segment
+            back = pos[rows] - lag
+            keep = (back >= 0) & (back < seg_len[rows])
             entry_rows.append(cols[keep] + slot * k)
             entry_cols.append(rows[keep] - lag)
             entry_vals.append(vals[keep])
