@@ -31,13 +31,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hsg.ingest.readers import read_records  # noqa: E402
 from hsg.models.checkpoint import backbone_state  # noqa: E402
 from hsg.models.config import PRESETS  # noqa: E402
 from hsg.models.encoder import Encoder, build_model, load_encoder  # noqa: E402
 from hsg.models.nucleotide_transformer import NucleotideTransformer  # noqa: E402
 from hsg.models.tiny import random_state_dict, tiny_config  # noqa: E402
 from hsg.models.tokenizer import NucleotideTokenizer  # noqa: E402
+from hsg.regions.readers import read_records  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cisplatin" / "loci.tsv"
 

@@ -35,7 +35,7 @@ from _server import bench_database, wipe  # noqa: E402
 from hsg.db.schema import apply_schema  # noqa: E402
 from hsg.graph.writer import GraphWriter, SequenceWrite  # noqa: E402
 from hsg.ingest.pipeline import IngestConfig, run_ingest, sequence_props  # noqa: E402
-from hsg.ingest.readers import read_records  # noqa: E402
+from hsg.regions.readers import read_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cisplatin" / "loci.tsv"

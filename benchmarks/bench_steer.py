@@ -32,9 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hsg.ingest.synthetic import make_synthetic_dataset  # noqa: E402
 from hsg.models.encoder import load_encoder  # noqa: E402
 from hsg.models.tiny import make_tiny  # noqa: E402
+from hsg.regions.synthetic import make_synthetic_dataset  # noqa: E402
 from hsg.sae.config import SAEConfig  # noqa: E402
 from hsg.sae.model import SparseAutoencoder  # noqa: E402
 from hsg.steer.classifier import ClassifierConfig, ConvClassifier  # noqa: E402

@@ -1,13 +1,17 @@
-"""Where the project's non-Python assets live.
+"""Where hsg's non-Python files live, installed or not.
 
-`schema/` and `queries/` are plain Cypher files at the repository root so that the same
-text runs from Python and from Neo4j Browser; the package finds them from its own location
-(editable installs) or from `HSG_ASSETS` when installed elsewhere.
+The Cypher schema, the named query library and the Maven build of the local server are
+package resources under `hsg/resources/`, so a wheel carries them and `importlib.resources`
+finds them wherever hsg is installed. The repository keeps `schema/`, `queries/` and
+`docker/server/pom.xml` as links to them, where a reader (or Neo4j Browser's user) looks
+first. `HSG_ASSETS` points at another folder with the same layout, e.g. to try an edited
+query library without reinstalling.
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -17,7 +21,8 @@ def assets_root() -> Path:
     env = os.environ.get("HSG_ASSETS")
     if env:
         return Path(env).expanduser().resolve()
-    return PACKAGE_DIR.parent
+    # hsg is installed as files (never zipped), so the resource folder is a real directory
+    return Path(str(resources.files("hsg") / "resources"))
 
 
 def schema_dir() -> Path:
@@ -30,7 +35,7 @@ def queries_dir() -> Path:
 
 def server_build_dir() -> Path:
     """The Maven project that resolves the Neo4j server, Browser and GDS jars."""
-    return assets_root() / "docker" / "server"
+    return assets_root() / "server"
 
 
 def default_home() -> Path:

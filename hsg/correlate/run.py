@@ -30,7 +30,7 @@ import torch
 
 from hsg.correlate.stats import CorrelationAccumulator
 from hsg.correlate.tracks import TRACK_KIND, Tracks, region_token_coverage
-from hsg.ingest.records import SequenceRecord
+from hsg.regions.records import SequenceRecord
 
 if TYPE_CHECKING:
     import neo4j
@@ -536,7 +536,7 @@ class CorrelateResult:
 
 
 def _read_regions(cfg: CorrelateConfig, warn: Callable[[str], None]) -> list[SequenceRecord]:
-    from hsg.ingest.readers import read_records
+    from hsg.regions.readers import read_records
 
     records = list(read_records(cfg.regions, fmt=cfg.fmt, reference=cfg.reference))
     placed = [r for r in records if r.has_coordinates]

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hsg.ingest.intervals import IntervalIndex, read_bed_intervals
-from hsg.ingest.records import InputError, SequenceRecord
+from hsg.regions.intervals import IntervalIndex, read_bed_intervals
+from hsg.regions.records import InputError, SequenceRecord
 
 TRACK_KIND = "track"
 

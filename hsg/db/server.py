@@ -199,6 +199,11 @@ def install(cfg: ServerConfig, force: bool = False, log=print) -> dict:
     stage = cfg.home / ".stage"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
+    # Maven runs on a copy: the packaged pom may sit in a read-only site-packages
+    build = cfg.home / ".build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    shutil.copyfile(pom, build / "pom.xml")
     env = dict(os.environ, JAVA_HOME=str(java.parent.parent))
     log(f"resolving Neo4j, Browser and GDS from Maven Central ({pom}) …")
     proc = subprocess.run(
@@ -207,7 +212,7 @@ def install(cfg: ServerConfig, force: bool = False, log=print) -> dict:
             "-B",
             "-q",
             "-f",
-            str(pom),
+            str(build / "pom.xml"),
             "dependency:copy-dependencies",
             f"-DoutputDirectory={stage}",
             "-Dmdep.prependGroupId=true",
@@ -231,6 +236,7 @@ def install(cfg: ServerConfig, force: bool = False, log=print) -> dict:
         target = plugins if jar.name.startswith(GDS_GROUP_PREFIX) else lib
         jar.rename(target / jar.name)
     shutil.rmtree(stage, ignore_errors=True)
+    shutil.rmtree(build, ignore_errors=True)
     manifest = {
         "pom_sha256": _pom_digest(pom),
         "neo4j": _version_of(lib, "org.neo4j.neo4j-"),

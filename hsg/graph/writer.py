@@ -19,7 +19,7 @@ from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
 from hsg.db.errors import DatabaseError
 from hsg.graph import statements as q
-from hsg.ingest.annotations import AnnotationHit
+from hsg.regions.annotations import AnnotationHit
 
 
 @dataclass

@@ -21,9 +21,9 @@ import torch
 
 from hsg.config import JsonConfig
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
-from hsg.ingest.annotations import AnnotationHit
-from hsg.ingest.records import SequenceRecord
 from hsg.iterutils import batched
+from hsg.regions.annotations import AnnotationHit
+from hsg.regions.records import SequenceRecord
 
 
 @dataclass
@@ -122,18 +122,18 @@ class Annotator:
     """Every annotation source the run asked for, applied to one record."""
 
     def __init__(self, cfg: IngestConfig) -> None:
-        from hsg.ingest.intervals import load_bed_intervals
+        from hsg.regions.intervals import load_bed_intervals
 
         self.indexes = [load_bed_intervals(path) for path in cfg.annotations]
         self.g4 = cfg.g4
         self.scanner = None
         if cfg.jaspar:
-            from hsg.ingest.motifs import MotifScanner
+            from hsg.regions.motifs import MotifScanner
 
             self.scanner = MotifScanner(pvalue=cfg.jaspar_pvalue)
 
     def annotate(self, records: list[SequenceRecord]) -> list[list[AnnotationHit]]:
-        from hsg.ingest.motifs import find_g_quadruplexes
+        from hsg.regions.motifs import find_g_quadruplexes
 
         hits: list[list[AnnotationHit]] = [[] for _ in records]
         for i, record in enumerate(records):

@@ -90,6 +90,23 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return torch.device(device)
 
 
+def check_device(value: str | None) -> str:
+    """A device name a user typed, checked against this machine: ``None``/``auto`` become the
+    default device, a typo or a GPU the machine lacks is a ValueError naming the value."""
+    if value is None or value == "auto":
+        return str(resolve_device(None))
+    try:
+        device = resolve_device(value)
+    except RuntimeError as exc:
+        raise ValueError(f"{value!r} is not a torch device (try cpu or cuda)") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{value!r}: CUDA is not available on this machine; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{value!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return value
+
+
 class Encoder:
     """A loaded NT backbone plus its tokenizer; see the module docstring for conventions."""
 

@@ -21,10 +21,10 @@ from scipy.stats import spearmanr
 
 from hsg.analysis import AnalysisError, open_session
 from hsg.analysis import pagerank as pr
-from hsg.analysis.cli import analyze, targets
 from hsg.analysis.pagerank import PageRankConfig, run_pagerank
 from hsg.analysis.targets import TargetsConfig, compute_targets, load_targets
 from hsg.analysis.topology import TopologyConfig, run_topology
+from hsg.cli.analysis import analyze, targets
 from hsg.graph.writer import GraphWriter, SequenceWrite
 
 pytestmark = pytest.mark.db

@@ -8,8 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hsg.correlate.cli import correlate
-from hsg.ingest.records import reverse_complement
+from hsg.cli.correlate import correlate
+from hsg.regions.records import reverse_complement
 
 pytestmark = pytest.mark.db
 

@@ -18,9 +18,9 @@ import torch
 from click.testing import CliRunner
 
 from hsg.cli import cli
-from hsg.ingest.motifs import find_g_quadruplexes
-from hsg.ingest.readers import read_records
-from hsg.ingest.synthetic import make_synthetic_dataset, write_tsv
+from hsg.regions.motifs import find_g_quadruplexes
+from hsg.regions.readers import read_records
+from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 
 pytestmark = pytest.mark.db
 

@@ -18,7 +18,7 @@ import pytest
 from hsg.analysis import open_session
 from hsg.analysis.pagerank import PageRankConfig, run_pagerank
 from hsg.graph.writer import GraphWriter, SequenceWrite
-from hsg.ingest.annotations import AnnotationHit, MotifHit
+from hsg.regions.annotations import AnnotationHit, MotifHit
 
 pytestmark = pytest.mark.db
 

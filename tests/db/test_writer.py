@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hsg.graph.writer import GraphWriter, SequenceWrite
-from hsg.ingest.annotations import AnnotationHit, MotifHit
+from hsg.regions.annotations import AnnotationHit, MotifHit
 
 pytestmark = pytest.mark.db
 

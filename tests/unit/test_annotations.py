@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hsg.ingest.annotations import AnnotationHit, MotifHit
-from hsg.ingest.intervals import Interval, IntervalIndex, load_bed_intervals
-from hsg.ingest.motifs import (
+from hsg.regions.annotations import AnnotationHit, MotifHit
+from hsg.regions.intervals import Interval, IntervalIndex, load_bed_intervals
+from hsg.regions.motifs import (
     MotifMatrix,
     MotifScanner,
     find_g_quadruplexes,
@@ -18,7 +18,7 @@ from hsg.ingest.motifs import (
     prepare_motif,
     score_distribution,
 )
-from hsg.ingest.records import InputError, SequenceRecord, reverse_complement
+from hsg.regions.records import InputError, SequenceRecord, reverse_complement
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 

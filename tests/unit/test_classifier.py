@@ -11,9 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hsg.ingest.synthetic import make_synthetic_dataset, write_tsv
+from hsg.cli.steer import classifier
 from hsg.models.encoder import load_encoder
 from hsg.models.tiny import make_tiny
+from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 from hsg.sae.config import SAEConfig
 from hsg.sae.model import SparseAutoencoder
 from hsg.steer.classifier import (
@@ -28,7 +29,6 @@ from hsg.steer.classifier import (
     stratified_split,
     train_classifier,
 )
-from hsg.steer.cli import classifier
 from hsg.steer.features import FeatureSet, collate, encode_features
 from hsg.steer.metrics import auroc, binary_metrics, f1_score, roc_curve
 

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from hsg.cli import cli
-from hsg.cli_options import device_option, model_option, reference_option
+from hsg.cli.options import device_option, model_option, reference_option
 
 
 @click.command()

@@ -12,8 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from hsg.cli.correlate import correlate
 from hsg.correlate import stats
-from hsg.correlate.cli import correlate
 from hsg.correlate.run import (
     CorrelateError,
     LayerScores,
@@ -23,8 +23,8 @@ from hsg.correlate.run import (
 )
 from hsg.correlate.stats import CorrelationAccumulator, ncc, pearson
 from hsg.correlate.tracks import load_tracks, region_token_coverage, token_coverage
-from hsg.ingest.records import InputError, SequenceRecord, reverse_complement
 from hsg.models.tokenizer import NucleotideTokenizer
+from hsg.regions.records import InputError, SequenceRecord, reverse_complement
 
 MOTIF = "ACGTAC"  # the token the planted detector feature fires on
 DETECTOR = 3  # its index in the layer-0 SAE

@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hsg.ingest.synthetic import make_synthetic_dataset, write_tsv
+from hsg.cli.steer import depmap
 from hsg.models.encoder import load_encoder
 from hsg.models.tiny import make_tiny
+from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 from hsg.sae.config import SAEConfig
 from hsg.sae.model import SparseAutoencoder
-from hsg.steer.cli import depmap
 from hsg.steer.depmap import dependency_map, leading_eigenvector, mutant_rows
 
 FEATURE = 5

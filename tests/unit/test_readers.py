@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hsg.ingest.readers import count_records, detect_format, read_records
-from hsg.ingest.records import InputError, SequenceRecord, reverse_complement
+from hsg.regions.readers import count_records, detect_format, read_records
+from hsg.regions.records import InputError, SequenceRecord, reverse_complement
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ingest"
 # ../shared/data beside the clone (as in CI), or wherever HSG_SHARED_DATA points.

@@ -124,7 +124,7 @@ def _tsv(path, n=24, seed=0):
 def test_train_and_eval_from_regions_with_the_tiny_model(tmp_path):
     tiny = pytest.importorskip("hsg.models.tiny")
     pytest.importorskip("hsg.models.encoder")
-    pytest.importorskip("hsg.ingest.readers")
+    pytest.importorskip("hsg.regions.readers")
     model = tiny.make_tiny(tmp_path / "tiny", "v2")
     data = _tsv(tmp_path / "loci.tsv")
     cache, out = tmp_path / "cache", tmp_path / "sae"

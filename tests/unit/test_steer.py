@@ -9,9 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hsg.ingest.synthetic import make_synthetic_dataset, write_tsv
+from hsg.cli.steer import steer
 from hsg.models.encoder import load_encoder
 from hsg.models.tiny import make_tiny
+from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 from hsg.sae.config import SAEConfig
 from hsg.sae.model import SparseAutoencoder
 from hsg.steer.classifier import (
@@ -23,7 +24,6 @@ from hsg.steer.classifier import (
     stratified_split,
     train_classifier,
 )
-from hsg.steer.cli import steer
 from hsg.steer.features import content_view, encode_features
 from hsg.steer.interventions import Intervention
 from hsg.steer.run import (

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from hsg.ingest.motifs import find_g_quadruplexes
-from hsg.ingest.readers import read_records
-from hsg.ingest.records import InputError, make_id, reverse_complement
-from hsg.ingest.synthetic import DEFAULT_MOTIF, make_synthetic_dataset, write_tsv
+from hsg.regions.motifs import find_g_quadruplexes
+from hsg.regions.readers import read_records
+from hsg.regions.records import InputError, make_id, reverse_complement
+from hsg.regions.synthetic import DEFAULT_MOTIF, make_synthetic_dataset, write_tsv
 
 
 @pytest.fixture(scope="module")

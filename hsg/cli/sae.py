@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hsg.cli_options import device_option, reference_option
+from hsg.cli.options import device_option, reference_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,7 +133,7 @@ def _cache_from_data(
     )
 
     try:
-        from hsg.ingest.readers import read_records
+        from hsg.regions.readers import read_records
     except ModuleNotFoundError as exc:
         raise click.ClickException(f"the region reader is not available: {exc}") from exc
     if not data.is_file():

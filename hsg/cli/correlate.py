@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from hsg.cli_options import device_option, model_option, reference_option
-from hsg.db.options import connection_options
+from hsg.cli.db_options import connection_options
+from hsg.cli.options import device_option, model_option, reference_option
 from hsg.db.settings import ConnectionSettings
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hsg.ingest.annotations import AnnotationHit
-from hsg.ingest.readers import iter_bed_lines
-from hsg.ingest.records import InputError, SequenceRecord
+from hsg.regions.annotations import AnnotationHit
+from hsg.regions.readers import iter_bed_lines
+from hsg.regions.records import InputError, SequenceRecord
 
 REFSEQ_KIND = "refseq_functional_element"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from hsg.analysis import AnalysisError, AnalysisSession
-from hsg.db.options import connection_options
+from hsg.cli.db_options import connection_options
 from hsg.db.settings import ConnectionSettings
 
 

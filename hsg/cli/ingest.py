@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from hsg.cli_options import device_option, model_option, reference_option
+from hsg.cli.db_options import connection_options
+from hsg.cli.options import device_option, model_option, reference_option
 from hsg.db.errors import DatabaseError
-from hsg.db.options import connection_options
 from hsg.db.settings import ConnectionSettings
 
 
@@ -159,8 +159,8 @@ def ingest(
     from tqdm import tqdm
 
     from hsg.ingest.pipeline import IngestConfig, run_ingest
-    from hsg.ingest.readers import read_records
-    from hsg.ingest.records import InputError
+    from hsg.regions.readers import read_records
+    from hsg.regions.records import InputError
 
     cfg = IngestConfig(
         input=input_path,
@@ -251,7 +251,7 @@ def validate(records, encoder, input_path: str, quiet: bool = False) -> int:
 def load_models(model_dir: str, sae_dir: str, layer: int | None, device: str):
     """Encoder and SAE, checked against each other before anything is read or written.
 
-    ``device`` is already resolved by ``--device`` (`hsg.cli_options`)."""
+    ``device`` is already resolved by ``--device`` (`hsg.cli.options`)."""
     from hsg.models.encoder import load_encoder
     from hsg.sae.model import SparseAutoencoder
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hsg.ingest.annotations import MotifHit
-from hsg.ingest.records import reverse_complement
+from hsg.regions.annotations import MotifHit
+from hsg.regions.records import reverse_complement
 
 # --------------------------------------------------------------------------- G4
 

@@ -74,7 +74,7 @@ def demo(data, work: Path, sequences, annotations, d_sae, epochs, no_start, anal
     Safe to run again: finished steps are reused, the ingest is idempotent, scores are
     replaced.
     """
-    from hsg.ingest.synthetic import make_synthetic_dataset, write_tsv
+    from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 
     work.mkdir(parents=True, exist_ok=True)
     if not no_start:
@@ -195,7 +195,7 @@ def demo(data, work: Path, sequences, annotations, d_sae, epochs, no_start, anal
 
 def _labels(path: Path) -> list[str]:
     """The input's labels, positive-looking first (binding / positive), for up vs down."""
-    from hsg.ingest.readers import read_records
+    from hsg.regions.readers import read_records
 
     names = sorted({name for r in read_records(path) for name in r.labels})
     return sorted(names, key=lambda n: ("non" in n or "negative" in n, n))

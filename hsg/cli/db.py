@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
+from hsg.cli.db_options import connection_options
 from hsg.db import server
 from hsg.db.connection import driver_session, server_versions
 from hsg.db.errors import DatabaseError
-from hsg.db.options import connection_options
 from hsg.db.schema import apply_schema
 from hsg.db.settings import ConnectionSettings
 

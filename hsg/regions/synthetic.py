@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hsg.ingest.motifs import find_g_quadruplexes
-from hsg.ingest.readers import TSV_COLUMNS
-from hsg.ingest.records import (
+from hsg.regions.motifs import find_g_quadruplexes
+from hsg.regions.readers import TSV_COLUMNS
+from hsg.regions.records import (
     SequenceRecord,
     build_record,
     check_bases,

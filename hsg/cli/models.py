@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hsg.cli_options import device_option, model_option, reference_option
+from hsg.cli.options import device_option, model_option, reference_option
 from hsg.models.errors import (
     CheckpointError,
     InvalidSequenceError,
@@ -167,8 +167,8 @@ def embed_cmd(
     """
     from tqdm import tqdm
 
-    from hsg.ingest.readers import read_records
     from hsg.models.output import EmbeddingWriter
+    from hsg.regions.readers import read_records
 
     encoder = _load(model, device, dtype)
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from hsg.cli_options import device_option, model_option, reference_option
+from hsg.cli.options import device_option, model_option, reference_option
 
 
 @contextmanager
@@ -46,7 +46,7 @@ def _load_sae(path: Path, device: str | None) -> Any:
 
 
 def _read(data: Path, reference: Path | None) -> list[Any]:
-    from hsg.ingest.readers import read_records
+    from hsg.regions.readers import read_records
 
     records = list(read_records(data, reference=reference))
     if not records:  # pragma: no cover - read_records already raises for empty files

@@ -20,22 +20,9 @@ DEVICE_HELP = "torch device: cpu, cuda, cuda:1 … [default: cuda when available
 
 def resolve_device_name(value: str | None) -> str:
     """``None``/``auto`` → the encoder's default device; others checked, kept."""
-    import torch
+    from hsg.models.encoder import check_device
 
-    from hsg.models.encoder import resolve_device
-
-    if value is None or value == "auto":
-        return str(resolve_device(None))
-    try:
-        device = resolve_device(value)
-    except RuntimeError as exc:
-        raise ValueError(f"{value!r} is not a torch device (try cpu or cuda)") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{value!r}: CUDA is not available on this machine; use cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"{value!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return value
+    return check_device(value)
 
 
 def _device_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str:

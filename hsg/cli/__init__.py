@@ -16,29 +16,29 @@ from hsg import __version__
 
 # name -> (module, attribute, one-line help shown in `hsg --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "db": ("hsg.db.cli", "db", "Run the local Neo4j + GDS server and apply the schema."),
-    "models": ("hsg.models.cli", "models", "Nucleotide Transformer encoders: embed, make-tiny."),
-    "sae": ("hsg.sae.cli", "sae", "Train and evaluate sparse autoencoders."),
-    "ingest": ("hsg.ingest.cli", "ingest", "Encode regions and write them into Neo4j."),
-    "analyze": ("hsg.analysis.cli", "analyze", "GDS PageRank per label and graph topology."),
+    "db": ("hsg.cli.db", "db", "Run the local Neo4j + GDS server and apply the schema."),
+    "models": ("hsg.cli.models", "models", "Nucleotide Transformer encoders: embed, make-tiny."),
+    "sae": ("hsg.cli.sae", "sae", "Train and evaluate sparse autoencoders."),
+    "ingest": ("hsg.cli.ingest", "ingest", "Encode regions and write them into Neo4j."),
+    "analyze": ("hsg.cli.analysis", "analyze", "GDS PageRank per label and graph topology."),
     "targets": (
-        "hsg.analysis.cli",
+        "hsg.cli.analysis",
         "targets",
         "Features by differential centrality → targets.json.",
     ),
     "classifier": (
-        "hsg.steer.cli",
+        "hsg.cli.steer",
         "classifier",
         "Train and evaluate the downstream classifier head.",
     ),
-    "steer": ("hsg.steer.cli", "steer", "Intervene on SAE features from targets.json; report."),
-    "depmap": ("hsg.steer.cli", "depmap", "In-silico mutagenesis dependency map of a feature."),
+    "steer": ("hsg.cli.steer", "steer", "Intervene on SAE features from targets.json; report."),
+    "depmap": ("hsg.cli.steer", "depmap", "In-silico mutagenesis dependency map of a feature."),
     "correlate": (
-        "hsg.correlate.cli",
+        "hsg.cli.correlate",
         "correlate",
         "Feature activity vs regulatory tracks, per layer.",
     ),
-    "demo": ("hsg.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
+    "demo": ("hsg.cli.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
 }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from hsg.ingest.records import InputError, SequenceRecord, build_record, check_bases
+from hsg.regions.records import InputError, SequenceRecord, build_record, check_bases
 
 if TYPE_CHECKING:
     import pyfaidx
