@@ -1,24 +1,27 @@
 """The fragmentation plot: labels side by side as their most central features are removed.
 
-Drawn with matplotlib's Agg backend, so it works on servers without a display; the figure
-is built from the topology JSON alone, so it can be redrawn from a saved `topology.json`.
+Built with matplotlib's object API (`matplotlib.figure.Figure`), never through pyplot, so it
+neither needs a display nor switches the backend of the process that calls it: a notebook
+keeps its inline plots and can show the returned figure itself. The figure is built from the
+topology JSON alone, so it can be redrawn from a saved `topology.json`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def plot_fragmentation(report: dict[str, Any], path: str | Path) -> Path:
+def fragmentation_figure(report: dict[str, Any]) -> Figure:
     """Components and density against the fraction of top-PageRank features removed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig, (ax_components, ax_density) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_components, ax_density = fig.subplots(1, 2)
     for label in report["labels"]:
         curve = label["fragmentation"]
         x = [100 * point["fraction"] for point in curve]
@@ -33,7 +36,11 @@ def plot_fragmentation(report: dict[str, Any], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"Fragmentation of the sequence–feature graph — SAE {report['sae']}")
+    return fig
+
+
+def plot_fragmentation(report: dict[str, Any], path: str | Path) -> Path:
+    """Write `fragmentation_figure(report)` as a PNG at `path`; returns the path."""
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fragmentation_figure(report).savefig(path, dpi=120)
     return path

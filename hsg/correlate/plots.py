@@ -3,42 +3,35 @@
 This is the picture behind the study's Figure 2: if SAE features were consistent labels of
 regulatory elements, each layer's best-feature correlations would sit high and tight and
 the best layer would be the same for related tracks. A box per layer shows the spread over
-the subset's tracks at once. Drawn with the Agg backend, so it works without a display, and
-from the result rows alone, so it can be redrawn from best_features.tsv.
+the subset's tracks at once. Built with matplotlib's object API, never through pyplot, so it
+needs no display and leaves the caller's backend alone (a notebook keeps its inline plots),
+and from the result rows alone, so it can be redrawn from best_features.tsv.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _SCORES = (("pearson", "Pearson r of best feature"), ("ncc", "best NCC over lags"))
 
 
-def plot_best_scores(
-    best: Sequence[dict[str, Any]], members: dict[str, list[str]], path: str | Path
-) -> Path:
+def best_scores_figure(best: Sequence[dict[str, Any]], members: dict[str, list[str]]) -> Figure:
     """Rows = Pearson / NCC, columns = subsets, x = layer, box over the subset's tracks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     rng = np.random.default_rng(0)  # jitter only; fixed so the same input gives the same PNG
     firsts = [r for r in best if r["rank"] == 1]
     layers = sorted({r["layer"] for r in firsts})
     n_cols = max(1, len(members))
     width = max(4.0, 0.35 * len(layers) + 2.0)
-    fig, axes = plt.subplots(
-        len(_SCORES),
-        n_cols,
-        figsize=(width * n_cols, 6.5),
-        squeeze=False,
-        sharey=True,
-        constrained_layout=True,
-    )
+    fig = Figure(figsize=(width * n_cols, 6.5), layout="constrained")
+    axes = fig.subplots(len(_SCORES), n_cols, squeeze=False, sharey=True)
     for col, (subset, names) in enumerate(members.items()):
         held = set(names)
         for row, (key, label) in enumerate(_SCORES):
@@ -76,7 +69,13 @@ def plot_best_scores(
             if col == 0:
                 ax.set_ylabel(label)
     fig.suptitle("Best SAE feature per track, by layer")
+    return fig
+
+
+def plot_best_scores(
+    best: Sequence[dict[str, Any]], members: dict[str, list[str]], path: str | Path
+) -> Path:
+    """Write `best_scores_figure(best, members)` as a PNG at `path`; returns the path."""
     out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    best_scores_figure(best, members).savefig(out, dpi=110)
     return out

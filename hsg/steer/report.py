@@ -1,6 +1,8 @@
 """Steering and dependency-map reports: report.md, metrics.json, arrays and PNG plots.
 
-Plots use matplotlib's Agg backend (no display; safe in CI and on servers). Every figure is
+Figures are built with matplotlib's object API (`*_figure` returns a `Figure`), never through
+pyplot: no display is needed (safe in CI and on servers) and the caller's backend is left
+alone, so a notebook keeps its inline plots. `plot_*` writes a figure as a PNG; every PNG is
 written next to the report that links it, so a run folder can be copied or archived whole.
 """
 
@@ -10,12 +12,15 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hsg.steer.metrics import binary_metrics, jsonable, roc_curve
 from hsg.steer.run import SteerResult, Target
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -23,13 +28,15 @@ PROBS_FILE = "probabilities.npz"
 MAX_ROC_CURVES = 12
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure(**kwargs: Any) -> Figure:
+    """A figure detached from pyplot: no backend is selected, nothing is kept open."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return Figure(**kwargs)
 
-    return plt
+
+def _save(fig: Figure, path: Path, **kwargs: Any) -> None:
+    fig.savefig(path, dpi=110, **kwargs)
 
 
 def _fmt(x: Any) -> str:
@@ -48,13 +55,11 @@ def _signed(x: Any) -> str:
 # ---------------------------------------------------------------------- figures
 
 
-def plot_probabilities(
-    path: Path, title: str, labels: np.ndarray, series: dict[str, np.ndarray]
-) -> None:
+def probabilities_figure(title: str, labels: np.ndarray, series: dict[str, np.ndarray]) -> Figure:
     """Boxes of P(positive) per condition, split by true class (baseline first)."""
-    plt = _pyplot()
     names = list(series)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(names) + 2), 4))
+    fig = _figure(figsize=(max(5.0, 0.9 * len(names) + 2), 4))
+    ax = fig.subplots()
     pos_data = [series[n][labels] for n in names]
     neg_data = [series[n][~labels] for n in names]
     x = np.arange(len(names))
@@ -84,13 +89,19 @@ def plot_probabilities(
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_roc(path: Path, title: str, labels: np.ndarray, series: dict[str, np.ndarray]) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+def plot_probabilities(
+    path: Path, title: str, labels: np.ndarray, series: dict[str, np.ndarray]
+) -> None:
+    _save(probabilities_figure(title, labels, series), path)
+
+
+def roc_figure(title: str, labels: np.ndarray, series: dict[str, np.ndarray]) -> Figure:
+    """ROC curves of the baseline (black) and up to MAX_ROC_CURVES conditions."""
+    fig = _figure(figsize=(5, 5))
+    ax = fig.subplots()
     names = list(series)[: MAX_ROC_CURVES + 1]
     for i, name in enumerate(names):
         fpr, tpr = roc_curve(labels, series[name])
@@ -103,18 +114,20 @@ def plot_roc(path: Path, title: str, labels: np.ndarray, series: dict[str, np.nd
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_confusions(
-    path: Path, title: str, labels: np.ndarray, series: dict[str, np.ndarray]
-) -> None:
-    plt = _pyplot()
+def plot_roc(path: Path, title: str, labels: np.ndarray, series: dict[str, np.ndarray]) -> None:
+    _save(roc_figure(title, labels, series), path)
+
+
+def confusions_figure(title: str, labels: np.ndarray, series: dict[str, np.ndarray]) -> Figure:
+    """One confusion matrix (threshold 0.5) per condition, five to a row."""
     names = list(series)
     cols = min(5, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.3 * rows + 0.4), squeeze=False)
+    fig = _figure(figsize=(2.3 * cols, 2.3 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, name in zip(axes.ravel(), names, strict=False):
@@ -130,22 +143,27 @@ def plot_confusions(
         ax.set_title(name, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_grid(path: Path, title: str, rows: Sequence[dict[str, Any]]) -> bool:
-    """Heatmap of Δ mean P(positive) over δ (rows) × α (columns); False if no grid."""
+def plot_confusions(
+    path: Path, title: str, labels: np.ndarray, series: dict[str, np.ndarray]
+) -> None:
+    _save(confusions_figure(title, labels, series), path)
+
+
+def grid_figure(title: str, rows: Sequence[dict[str, Any]]) -> Figure | None:
+    """Heatmap of Δ mean P(positive) over δ (rows) × α (columns); None if no steering rows."""
     steer = [r for r in rows if r["kind"] == "steer"]
     if not steer:
-        return False
+        return None
     deltas = sorted({r["min_act"] for r in steer})
     alphas = sorted({r["alpha"] for r in steer})
     grid = np.full((len(deltas), len(alphas)), np.nan)
     for r in steer:
         grid[deltas.index(r["min_act"]), alphas.index(r["alpha"])] = r["delta_mean_prob"]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(1.0 * len(alphas) + 2.5, 0.7 * len(deltas) + 1.8))
+    fig = _figure(figsize=(1.0 * len(alphas) + 2.5, 0.7 * len(deltas) + 1.8))
+    ax = fig.subplots()
     lim = max(0.05, float(np.nanmax(np.abs(grid))))
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
@@ -161,18 +179,26 @@ def plot_grid(path: Path, title: str, rows: Sequence[dict[str, Any]]) -> bool:
     ax.set_title(f"{title}\nΔ mean P(positive){extra}", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_grid(path: Path, title: str, rows: Sequence[dict[str, Any]]) -> bool:
+    """Write `grid_figure` as a PNG; False (and nothing written) if there is no grid."""
+    fig = grid_figure(title, rows)
+    if fig is None:
+        return False
+    _save(fig, path)
     return True
 
 
-def plot_summary(path: Path, summary: Sequence[dict[str, Any]]) -> None:
-    plt = _pyplot()
+def summary_figure(summary: Sequence[dict[str, Any]]) -> Figure:
+    """Per target: Δ mean P(positive) of its strongest steering condition and of ablation."""
     names = [f"#{s['rank']} f{s['index']}" for s in summary]
     strongest = [(s["strongest"] or {}).get("delta_mean_prob") or 0.0 for s in summary]
     ablation = [(s["ablation"] or {}).get("delta_mean_prob") or 0.0 for s in summary]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 2), 4))
+    fig = _figure(figsize=(max(5.0, 0.5 * len(names) + 2), 4))
+    ax = fig.subplots()
     ax.bar(x - 0.2, strongest, 0.4, label="strongest steering condition", color="#dd8452")
     ax.bar(x + 0.2, ablation, 0.4, label="ablation", color="#4c72b0")
     ax.axhline(0, color="black", lw=0.8)
@@ -181,8 +207,11 @@ def plot_summary(path: Path, summary: Sequence[dict[str, Any]]) -> None:
     ax.set_ylabel("Δ mean P(positive)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def plot_summary(path: Path, summary: Sequence[dict[str, Any]]) -> None:
+    _save(summary_figure(summary), path)
 
 
 # ---------------------------------------------------------------------- steering report
@@ -377,10 +406,10 @@ def _num(v: float) -> str:
     return "nan" if not np.isfinite(v) else f"{v:.6g}"
 
 
-def plot_depmap(path: Path, dm: Any, m: np.ndarray, spec: np.ndarray) -> None:
-    plt = _pyplot()
+def depmap_figure(dm: Any, m: np.ndarray, spec: np.ndarray) -> Figure:
+    """The base × base dependency map with the reference activity above, spectral beside."""
     n = len(dm.sequence)
-    fig = plt.figure(figsize=(7.5, 7.5))
+    fig = _figure(figsize=(7.5, 7.5))
     grid = fig.add_gridspec(
         2, 3, width_ratios=(1, 0.12, 0.03), height_ratios=(0.15, 1), wspace=0.06, hspace=0.05
     )
@@ -406,5 +435,8 @@ def plot_depmap(path: Path, dm: Any, m: np.ndarray, spec: np.ndarray) -> None:
     side.set_xlabel("spectral", fontsize=8)
     side.tick_params(labelleft=False)
     fig.colorbar(im, cax=fig.add_subplot(grid[1, 2]), label="mean |Δz_j|")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    return fig
+
+
+def plot_depmap(path: Path, dm: Any, m: np.ndarray, spec: np.ndarray) -> None:
+    _save(depmap_figure(dm, m, spec), path, bbox_inches="tight")
