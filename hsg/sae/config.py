@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from hsg.config import ConfigError, JsonConfig
+from hsg.sae.architectures import get_architecture
+
+if TYPE_CHECKING:
+    from hsg.sae.architectures import ArchitectureSpec
 
 __all__ = ["ConfigError", "SAEConfig", "TrainConfig"]
 
-Architecture = Literal["relu", "topk"]
-ARCHITECTURES: tuple[str, ...] = ("relu", "topk")
 DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16", "float16")
 
 # How a layer's activations are read. Layer 0 is the embedding output and layer i the output
@@ -35,14 +37,16 @@ class SAEConfig(JsonConfig):
 
     `lr` and `seed` live here, not only in the training config, because they are part of what
     made these weights: the seed fixes the initialisation, and both are needed to reproduce
-    the dictionary. `l1_coefficient` is the λ of the ReLU objective (see `model.py` for the
-    exact normalisation); TopK SAEs ignore it in the loss and only report L1.
+    the dictionary. `architecture` names a module of `hsg.sae.architectures`, which also
+    validates the fields it uses (TopK's `k`). `l1_coefficient` is the λ of the ReLU
+    objective (see `model.py` for the exact normalisation); architectures without the L1
+    term (TopK) ignore it in the loss and only report L1.
     `weights_sha256` is filled in by `SparseAutoencoder.save` and checked by `load`.
     """
 
     d_in: int
     d_sae: int
-    architecture: Architecture = "relu"
+    architecture: str = "relu"
     k: int | None = None
     l1_coefficient: float = 1e-3
     l1_warmup_steps: int = 1000
@@ -62,13 +66,7 @@ class SAEConfig(JsonConfig):
     def __post_init__(self) -> None:
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ConfigError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}")
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigError(
-                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
-            )
-        if self.architecture == "topk":
-            if self.k is None or not 1 <= self.k <= self.d_sae:
-                raise ConfigError(f"topk needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
+        get_architecture(self.architecture).validate(self)
         if self.l1_coefficient < 0:
             raise ConfigError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
         if self.l1_warmup_steps < 0:
@@ -84,6 +82,11 @@ class SAEConfig(JsonConfig):
                 f"SAE config format_version {self.format_version} is not supported "
                 f"(this hsg reads version {FORMAT_VERSION})"
             )
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The registry's spec of this config's architecture."""
+        return get_architecture(self.architecture)
 
     def replace(self, **changes: Any) -> SAEConfig:
         return dataclasses.replace(self, **changes)

@@ -1,7 +1,9 @@
-"""The sparse autoencoder: ReLU (the study's) and TopK, with verified save/load.
+"""The sparse autoencoder, with verified save/load, for every architecture of the registry.
 
 Shapes follow the math, not `nn.Linear`: `W_enc` is [d_in, d_sae], `W_dec` is [d_sae, d_in],
-so `z = act((x - b_dec) @ W_enc + b_enc)` and `x_hat = z @ W_dec + b_dec`. Each row of `W_dec`
+so `z = act((x - b_dec) @ W_enc + b_enc)` and `x_hat = z @ W_dec + b_dec`. What differs
+between architectures (`act`, the initial encoder scale, whether the loss has the L1 term,
+valid configs) lives in `hsg.sae.architectures`: ReLU (the study's) and TopK. Each row of `W_dec`
 is one dictionary atom (a "decoder column" in the d_in x d_sae convention of the papers) and
 is kept at unit L2 norm, so a latent's activation is directly the length of its atom in the
 reconstruction and the L1 penalty cannot be dodged by shrinking z while growing the atom.
@@ -14,8 +16,8 @@ Loss normalisation (the same as the study's code, so its λ values carry over):
     loss = MSE + λ(step) * L1,   λ(step) = l1_coefficient * min(1, step / l1_warmup_steps).
 
 Both terms therefore depend on the scale of the activations, and λ's meaning depends on
-d_in (MSE is divided by d_in, L1 is not). TopK SAEs train on MSE alone: sparsity is fixed by
-k, and L1 is only reported.
+d_in (MSE is divided by d_in, L1 is not). Architectures whose spec has `uses_l1=False`
+(TopK: sparsity is fixed by k) train on MSE alone, and L1 is only reported.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
+from hsg.sae.architectures import ArchitectureSpec
 from hsg.sae.config import ConfigError, SAEConfig
 
 CFG_FILE = "cfg.json"
@@ -91,10 +94,9 @@ class SparseAutoencoder(nn.Module):
         gen = torch.Generator().manual_seed(cfg.seed)
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen, dtype=torch.float64)
         w_dec = w_dec / w_dec.norm(dim=1, keepdim=True)
-        # With random unit atoms, W_dec^T relu(W_dec v) ≈ (d_sae / 2 d_in) v, so an unscaled
-        # tied ReLU SAE starts by overshooting every input several-fold; this scale makes the
-        # first reconstructions about the right size. TopK sums only k atoms and needs none.
-        scale = 1.0 if cfg.architecture == "topk" else min(1.0, 2.0 * cfg.d_in / cfg.d_sae)
+        # The architecture scales the tied encoder (ReLU: so that the first reconstructions
+        # are about the right size rather than several-fold too large).
+        scale = cfg.spec.init_scale(cfg)
         self.W_dec = nn.Parameter(w_dec.to(dtype))
         self.W_enc = nn.Parameter((w_dec.t() * scale).contiguous().to(dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
@@ -103,6 +105,11 @@ class SparseAutoencoder(nn.Module):
             self.to(device)
 
     # ------------------------------------------------------------------ forward
+    @property
+    def spec(self) -> ArchitectureSpec:
+        """The architecture's spec (activation, init scale, loss terms)."""
+        return self.cfg.spec
+
     @property
     def device(self) -> torch.device:
         return self.W_enc.device
@@ -128,15 +135,24 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents z, shape [..., d_sae]; non-negative, and at most k non-zero for TopK."""
-        pre = self.encode_pre(x)
-        if self.cfg.architecture == "topk":
-            k = self.cfg.k
-            assert k is not None
-            values, indices = pre.topk(k, dim=-1, sorted=False)
-            # ReLU on the selected values: exactly k latents are selected per token; one whose
-            # pre-activation is negative contributes nothing rather than a negative atom.
-            return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
-        return torch.relu(pre)
+        return self.spec.activate(self.encode_pre(x), self.cfg)
+
+    def encode_feature(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        """Latent j alone, shape [...]: equal to `encode(x)[..., j]`, cheaper where it can be.
+
+        ReLU computes only column j of the encoder; TopK needs every pre-activation to know
+        whether j is among the k selected, and so costs a full `encode`.
+        """
+        self.check_input(x.shape[-1], "input")
+        if not 0 <= j < self.cfg.d_sae:
+            raise IndexError(
+                f"feature {j} out of range for SAE {self.sae_id} (d_sae={self.cfg.d_sae})"
+            )
+        x = x.to(device=self.device, dtype=self.dtype)
+        spec = self.spec
+        if spec.encode_feature is None:
+            return spec.activate(self.encode_pre(x), self.cfg)[..., j]
+        return spec.encode_feature(self, x, j)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction `z @ W_dec + b_dec`, shape [..., d_in] (the bias is included)."""
@@ -152,10 +168,7 @@ class SparseAutoencoder(nn.Module):
         x_hat, z = self(x)
         mse = (x_hat - x).pow(2).sum(dim=-1).div(self.cfg.d_in).mean()
         l1 = z.abs().sum(dim=-1).mean()
-        if self.cfg.architecture == "topk":
-            loss = mse
-        else:
-            loss = mse + l1_coefficient * l1
+        loss = mse + l1_coefficient * l1 if self.spec.uses_l1 else mse
         return LossParts(loss=loss, mse=mse, l1=l1, x_hat=x_hat, z=z)
 
     # ------------------------------------------------------------------ decoder constraint

@@ -8,9 +8,9 @@ Layout of an output directory:
                                 early-stopping counters, torch RNG, and run.json (configs)
 
 The validation loss is the full objective, MSE + l1_coefficient * L1 with the final λ (MSE
-alone for TopK), so epochs during the L1 warm-up are compared on the same objective as the
-rest; early stopping only counts epochs after the warm-up, when that objective is the one
-being optimised.
+alone for an architecture without the L1 term, such as TopK), so epochs during the L1 warm-up
+are compared on the same objective as the rest; early stopping only counts epochs after the
+warm-up, when that objective is the one being optimised (from the start without the L1 term).
 
 Determinism: initialisation comes from the config's seed and the shuffle of epoch e from a
 generator seeded with (seed, e). Checkpoints are taken at epoch ends, so a resumed run
@@ -71,7 +71,7 @@ def l1_schedule(cfg: SAEConfig, step: int) -> float:
 
 def objective(cfg: SAEConfig, metrics: dict[str, Any]) -> float:
     """The full objective from accumulated metrics (final λ), used for model selection."""
-    if cfg.architecture == "topk":
+    if not cfg.spec.uses_l1:
         return float(metrics["mse"])
     return float(metrics["mse"]) + cfg.l1_coefficient * float(metrics["l1"])
 
@@ -310,7 +310,7 @@ def train_sae(
                 sae.save(out)
             else:
                 best_in_memory = sae.state_tensors()
-        elif cfg.architecture == "topk" or st["step"] >= cfg.l1_warmup_steps:
+        elif not cfg.spec.uses_l1 or st["step"] >= cfg.l1_warmup_steps:
             st["bad_epochs"] += 1
         record = {
             "epoch": epoch,

@@ -144,11 +144,7 @@ def mutant_rows(
 def feature_activity(sae: SparseAutoencoder, hidden: torch.Tensor, feature: int) -> torch.Tensor:
     """z_j of every row and token, ``[B, T]``; ReLU SAEs compute only column j."""
     with torch.inference_mode():
-        if sae.cfg.architecture == "relu":
-            x = hidden.to(device=sae.device, dtype=sae.dtype)
-            pre = (x - sae.b_dec) @ sae.W_enc[:, feature] + sae.b_enc[feature]
-            return torch.relu(pre).float().cpu()
-        return sae.encode(hidden)[..., feature].float().cpu()
+        return sae.encode_feature(hidden, feature).float().cpu()
 
 
 def dependency_map(

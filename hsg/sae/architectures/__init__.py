@@ -1,0 +1,120 @@
+"""The registry of SAE architectures: one module per architecture, one spec per module.
+
+An architecture is everything that differs between sparse autoencoders that share the
+`SparseAutoencoder` parameters (`W_enc`, `b_enc`, `W_dec`, `b_dec`) and its file format: how
+the latents follow from the pre-activations, how one latent is read on its own, how the tied
+encoder is scaled at initialisation, whether the loss carries the L1 penalty, and which
+configs are valid. Each public module of this package (`relu.py`, `topk.py`, ...) defines one
+`SPEC: ArchitectureSpec` whose `name` is the module's name; nothing else in hsg names an
+architecture, so adding one is adding a module (and its test).
+
+Modules are found by name without being imported, and imported on first use: listing the
+names (the CLI's `--arch` choices) costs neither torch nor the modules themselves. Modules
+whose name starts with an underscore are helpers, not architectures. Architectures defined
+elsewhere (a test, a plugin) can be added at run time with `register_architecture`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hsg.config import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from hsg.sae.config import SAEConfig
+    from hsg.sae.model import SparseAutoencoder
+
+__all__ = [
+    "ArchitectureSpec",
+    "architecture_names",
+    "get_architecture",
+    "register_architecture",
+    "unregister_architecture",
+]
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What one SAE architecture decides; the `SparseAutoencoder` does the rest.
+
+    - `name`: the value of `SAEConfig.architecture` (and of `hsg sae train --arch`).
+    - `validate(cfg)`: raise `ConfigError` for a config this architecture cannot use (TopK
+      needs 1 <= k <= d_sae). Called after the shape checks, so d_in and d_sae are positive.
+    - `activate(pre, cfg)`: the latents z, [..., d_sae], from the pre-activations
+      `(x - b_dec) @ W_enc + b_enc`.
+    - `init_scale(cfg)`: the factor on the tied encoder at initialisation,
+      `W_enc = scale * W_dec^T` (the random unit atoms are drawn the same way for all).
+    - `uses_l1`: whether the loss is MSE + λ·L1 with λ warmed up over `l1_warmup_steps` (and
+      early-stopping patience waits for the warm-up); if False the loss is MSE alone, λ is
+      ignored and L1 is only reported.
+    - `encode_feature(sae, x, j)`: z_j alone, [...], for x already on the SAE's device and
+      dtype; it must equal `encode(x)[..., j]`. Optional: None reads column j of the full
+      `activate`, which is exact for any architecture; an architecture whose latent j depends
+      only on pre-activation j (ReLU) gives a cheaper one.
+    """
+
+    name: str
+    validate: Callable[[SAEConfig], None]
+    activate: Callable[[torch.Tensor, SAEConfig], torch.Tensor]
+    init_scale: Callable[[SAEConfig], float]
+    uses_l1: bool
+    encode_feature: Callable[[SparseAutoencoder, torch.Tensor, int], torch.Tensor] | None = None
+
+
+# Loaded and registered specs by name; module architectures enter on first use.
+_specs: dict[str, ArchitectureSpec] = {}
+
+
+def _module_names() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
+def architecture_names() -> tuple[str, ...]:
+    """Every known architecture's name, sorted; imports no architecture module."""
+    return tuple(sorted(set(_module_names()) | set(_specs)))
+
+
+def _load_module_spec(name: str) -> ArchitectureSpec:
+    module = importlib.import_module(f"{__name__}.{name}")
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, ArchitectureSpec):
+        raise TypeError(f"{module.__name__} defines no SPEC of type ArchitectureSpec")
+    if spec.name != name:
+        raise TypeError(f"{module.__name__}.SPEC is named {spec.name!r}; it must be {name!r}")
+    return spec
+
+
+def get_architecture(name: str) -> ArchitectureSpec:
+    """The spec of architecture `name`; a `ConfigError` naming the known ones if none."""
+    spec = _specs.get(name)
+    if spec is not None:
+        return spec
+    if isinstance(name, str) and name in _module_names():
+        spec = _specs[name] = _load_module_spec(name)
+        return spec
+    raise ConfigError(
+        f"unknown SAE architecture {name!r} (known architectures: "
+        f"{', '.join(architecture_names())})"
+    )
+
+
+def register_architecture(spec: ArchitectureSpec) -> ArchitectureSpec:
+    """Add an architecture defined outside this package; its name must be new."""
+    if spec.name in _specs or spec.name in _module_names():
+        raise ValueError(f"SAE architecture {spec.name!r} is already registered")
+    _specs[spec.name] = spec
+    return spec
+
+
+def unregister_architecture(name: str) -> None:
+    """Remove an architecture added with `register_architecture` (modules cannot be)."""
+    if name in _module_names():
+        raise ValueError(f"SAE architecture {name!r} is a module of {__name__}; delete the file")
+    if _specs.pop(name, None) is None:
+        raise KeyError(f"SAE architecture {name!r} is not registered")
