@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from hsg.cli.options import device_option, reference_option
+from hsg.sae.architectures import architecture_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -283,7 +284,7 @@ _TRAIN_KEYS = {
     required=True,
     help="Output directory: best SAE, metrics.jsonl, train_state/.",
 )
-@click.option("--arch", type=click.Choice(["relu", "topk"]), default="relu", show_default=True)
+@click.option("--arch", type=click.Choice(architecture_names()), default="relu", show_default=True)
 @click.option("--d-sae", type=click.IntRange(min=1), help="Latents [default: 8 x d_in].")
 @click.option(
     "--k",
