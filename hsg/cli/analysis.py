@@ -9,15 +9,13 @@ scores as they were.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from hsg.analysis import AnalysisError, AnalysisSession
 from hsg.cli.db_options import connection_options
-from hsg.db.settings import ConnectionSettings
 
 
 def _progress(message: str) -> None:
@@ -25,28 +23,18 @@ def _progress(message: str) -> None:
 
 
 @contextmanager
-def _session(settings: ConnectionSettings) -> Iterator[AnalysisSession]:
-    """An analysis session whose failures become one-line click errors."""
-    from neo4j.exceptions import Neo4jError, ServiceUnavailable
-
-    from hsg.analysis import open_session
-    from hsg.db.connection import translate
-    from hsg.db.errors import DatabaseError
+def _errors() -> Iterator[None]:
+    """The API's errors (and bad option values) as one-line click errors."""
+    from hsg.cli.errors import user_errors
+    from hsg.config import ConfigError
 
     try:
-        with open_session(settings) as session:
-            yield session
-    except (AnalysisError, DatabaseError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except (Neo4jError, ServiceUnavailable) as exc:
-        raise click.ClickException(str(translate(exc, settings))) from exc
-
-
-def _config(factory: Callable, **kwargs):
-    try:
-        return factory(**kwargs)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
+        with user_errors():
+            yield
+    except click.ClickException as exc:
+        if isinstance(exc.__cause__, ConfigError):
+            raise click.UsageError(str(exc.__cause__)) from exc
+        raise
 
 
 def _emit(text: str, out: Path | None) -> None:
@@ -130,18 +118,20 @@ def pagerank(
 
     Re-running replaces the scores of these labels (one transaction for all of them).
     """
-    from hsg.analysis.pagerank import PageRankConfig, run_pagerank
+    from hsg import api
 
-    config = _config(
-        PageRankConfig,
-        damping=damping,
-        weight=weight,
-        orientation=orientation,
-        max_iterations=max_iterations,
-        tolerance=tolerance,
-    )
-    with _session(settings) as session:
-        run = run_pagerank(session, sae, list(labels), config, progress=_progress)
+    with _errors():
+        run = api.pagerank(
+            labels,
+            connection=settings,
+            sae=sae,
+            damping=damping,
+            weight=weight,
+            orientation=orientation,
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+            log=_progress,
+        )
     for result in run.labels:
         if not result.converged:
             _progress(
@@ -181,20 +171,22 @@ def topology(
     settings, sae, labels, damping, weight, max_iterations, tolerance, max_fraction, steps, out_dir
 ) -> None:
     """Counts, density, components, k-core and the fragmentation curve of each label."""
-    from hsg.analysis.pagerank import PageRankConfig
+    from hsg import api
     from hsg.analysis.plots import plot_fragmentation
-    from hsg.analysis.topology import TopologyConfig, run_topology
 
-    pr = _config(
-        PageRankConfig,
-        damping=damping,
-        weight=weight,
-        max_iterations=max_iterations,
-        tolerance=tolerance,
-    )
-    config = _config(TopologyConfig, pagerank=pr, max_fraction=max_fraction, steps=steps)
-    with _session(settings) as session:
-        report = run_topology(session, sae, list(labels), config, progress=_progress).to_dict()
+    with _errors():
+        report = api.topology(
+            labels,
+            connection=settings,
+            sae=sae,
+            max_fraction=max_fraction,
+            steps=steps,
+            damping=damping,
+            weight=weight,
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+            log=_progress,
+        ).to_dict()
     out_dir.mkdir(parents=True, exist_ok=True)
     _emit(json.dumps(report, indent=2) + "\n", out_dir / "topology.json")
     _progress(f"wrote {plot_fragmentation(report, out_dir / 'fragmentation.png')}")
@@ -244,18 +236,18 @@ def targets(settings, up, down, sae, top, min_support, pseudo_count, fmt, out) -
 
     Needs the scores of `hsg analyze pagerank` for both labels.
     """
-    from hsg.analysis.targets import TargetsConfig, compute_targets
+    from hsg import api
 
-    config = _config(
-        TargetsConfig,
-        up=up,
-        down=down,
-        top=top,
-        min_support=min_support,
-        pseudo_count=pseudo_count,
-    )
-    with _session(settings) as session:
-        report = compute_targets(session, sae, config)
+    with _errors():
+        report = api.targets(
+            up,
+            down,
+            connection=settings,
+            sae=sae,
+            top=top,
+            min_support=min_support,
+            pseudo_count=pseudo_count,
+        )
     for warning in report.warnings:
         _progress(f"warning: {warning}")
     _emit(report.to_json() if fmt == "json" else report.to_tsv(), out)

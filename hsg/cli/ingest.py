@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
 from hsg.cli.db_options import connection_options
-from hsg.cli.options import device_option, model_option, reference_option
-from hsg.db.errors import DatabaseError
+from hsg.cli.options import (
+    allow_mismatch_option,
+    device_option,
+    model_option,
+    reference_option,
+)
 from hsg.db.settings import ConnectionSettings
 
 
@@ -120,6 +123,7 @@ def _echo_summary(summary, as_json: bool) -> None:
     is_flag=True,
     help="Skip the validation pass over the whole input before writing.",
 )
+@allow_mismatch_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @connection_options
 def ingest(
@@ -143,6 +147,7 @@ def ingest(
     device,
     dry_run,
     no_validate,
+    allow_model_mismatch,
     as_json,
 ) -> None:
     """Encode the regions of INPUT and write them into Neo4j.
@@ -156,130 +161,42 @@ def ingest(
     still added), and a killed run resumes where it stopped. The whole input is validated
     before the first write, so bad input stores nothing.
     """
-    from tqdm import tqdm
+    from hsg import api
+    from hsg.cli.errors import Bars, user_errors
 
-    from hsg.ingest.pipeline import IngestConfig, run_ingest
-    from hsg.regions.readers import read_records
-    from hsg.regions.records import InputError
-
-    cfg = IngestConfig(
-        input=input_path,
-        model=model_dir,
-        sae=sae_dir,
-        layer=layer,
-        fmt=fmt,
-        reference=str(reference) if reference else None,
-        label=label,
-        label_column=label_column,
-        annotations=list(annotations),
-        g4=g4,
-        jaspar=jaspar,
-        jaspar_pvalue=jaspar_pvalue,
-        top_k=top_k,
-        min_activation=min_activation,
-        batch_size=batch_size,
-        write_batch=write_batch,
-        device=device,
-        dry_run=dry_run,
-    )
     if top_k < 1 or batch_size < 1 or write_batch < 1:
         raise click.UsageError("--top-k, --batch-size and --write-batch must be at least 1")
-    column: int | str | None = label_column
-    if label_column is not None and label_column.isdigit():
-        column = int(label_column)
-
-    def records():
-        return read_records(
-            input_path, fmt=fmt, reference=reference, label=label, label_column=column
-        )
-
-    driver = None
-    try:
-        encoder, sae = load_models(model_dir, sae_dir, layer, device)
-        total = None
-        if not no_validate:
-            total = validate(records(), encoder, input_path, quiet=as_json)
-        if not dry_run:
-            from hsg.db.connection import open_driver
-
-            driver = open_driver(settings)
-        with tqdm(total=total, desc="ingesting", unit="seq", disable=as_json) as bar:
-            summary = run_ingest(
-                cfg,
-                records(),
-                encoder,
-                sae,
-                driver=driver,
-                database=settings.database,
-                progress=bar.update,
-            )
-    except InputError as exc:
-        raise click.ClickException(f"bad input: {exc}") from exc
-    except DatabaseError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:  # the tokenizer's verdict on a sequence, with --no-validate
-        raise click.ClickException(f"bad input in {input_path}: {exc}") from exc
-    finally:
-        if driver is not None:
-            driver.close()
-    _echo_summary(summary, as_json)
-
-
-def validate(records, encoder, input_path: str, quiet: bool = False) -> int:
-    """Read and tokenize the whole input before anything is written; returns its size.
-
-    Reading checks format, coordinates and bases; tokenizing checks that every sequence fits
-    the model, so a too-long window fails here instead of after earlier batches were stored.
-    """
-    from tqdm import tqdm
-
-    from hsg.models.errors import SequenceTooLongError
-
-    n = 0
-    for record in tqdm(records, desc="validating", unit="seq", disable=quiet, leave=False):
+    with user_errors(), Bars(disable=as_json) as bars:
+        connection = None if dry_run else api.connection_for(settings)
         try:
-            encoder.tokenizer.encode(record.sequence, name=record.id)
-        except SequenceTooLongError as exc:
-            raise click.ClickException(
-                f"bad input: {input_path}: sequence {record.id!r} is too long for "
-                f"{encoder.model_id} ({exc}); split it into windows first"
-            ) from exc
-        n += 1
-    return n
-
-
-def load_models(model_dir: str, sae_dir: str, layer: int | None, device: str):
-    """Encoder and SAE, checked against each other before anything is read or written.
-
-    ``device`` is already resolved by ``--device`` (`hsg.cli.options`)."""
-    from hsg.models.encoder import load_encoder
-    from hsg.sae.model import SparseAutoencoder
-
-    try:
-        sae = SparseAutoencoder.load(Path(sae_dir), device=device)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise click.ClickException(f"cannot load the SAE from {sae_dir}: {exc}") from exc
-    try:
-        encoder = load_encoder(model_dir, device=device)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise click.ClickException(f"cannot load the model {model_dir}: {exc}") from exc
-    sae_layer = sae.cfg.layer
-    if layer is not None and sae_layer is not None and layer != sae_layer:
-        raise click.ClickException(
-            f"the SAE in {sae_dir} was trained on layer {sae_layer}, not --layer {layer}"
-        )
-    if layer is None and sae_layer is None:
-        raise click.ClickException(f"the SAE in {sae_dir} records no layer: pass --layer")
-    use_layer = layer if layer is not None else sae_layer
-    if not 0 <= use_layer <= encoder.num_layers:
-        raise click.ClickException(
-            f"layer {use_layer} does not exist: {model_dir} has layers 0..{encoder.num_layers}"
-        )
-    try:
-        sae.check_input(encoder.hidden_size)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return encoder, sae
+            summary = api.ingest(
+                input_path,
+                model_dir,
+                sae_dir,
+                connection=connection,
+                dry_run=dry_run,
+                layer=layer,
+                fmt=fmt,
+                reference=reference,
+                label=label,
+                label_column=label_column,
+                annotations=list(annotations),
+                g4=g4,
+                jaspar=jaspar,
+                jaspar_pvalue=jaspar_pvalue,
+                top_k=top_k,
+                min_activation=min_activation,
+                batch_size=batch_size,
+                write_batch=write_batch,
+                device=device,
+                validate=not no_validate,
+                allow_model_mismatch=allow_model_mismatch,
+                progress=bars,
+            )
+        finally:
+            if connection is not None:
+                connection.close()
+    _echo_summary(summary, as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,6 @@ exit status, never as a traceback.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -64,12 +63,12 @@ def make_tiny_cmd(
 
     Deterministic given --seed; loads with `hsg models embed --model OUT_DIR`.
     """
-    from hsg.models.tiny import make_tiny
+    from hsg import api
 
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise click.ClickException(f"{out_dir} is not empty (use --force to write into it)")
     try:
-        path = make_tiny(
+        path = api.make_tiny_model(
             out_dir, version, layers=layers, hidden=hidden, heads=heads,
             intermediate=intermediate, seed=seed,
         )  # fmt: skip
@@ -165,62 +164,44 @@ def embed_cmd(
     token ids, the attention and content masks, the base span of every token, and the
     sequence ids (metadata). See hsg.models.output for the layout and a reader.
     """
-    from tqdm import tqdm
+    from hsg import api
+    from hsg.cli.errors import Bars
 
-    from hsg.models.output import EmbeddingWriter
-    from hsg.regions.readers import read_records
-
-    encoder = _load(model, device, dtype)
     try:
-        layer = encoder.model.check_layer(layer)
-        if final_norm and layer != encoder.num_layers:
-            raise ValueError(f"--final-norm applies to the last layer ({encoder.num_layers}) only")
-    except ValueError as exc:
+        with Bars() as bars:
+            summary = api.embed_to_file(
+                model,
+                input_path,
+                layer,
+                out,
+                fmt=fmt,
+                input_format=input_format,
+                reference=reference,
+                batch_size=batch_size,
+                window=window,
+                final_norm=final_norm,
+                device=device,
+                dtype=dtype,
+                progress=bars,
+            )
+    except MODEL_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
-
-    tokenizer = encoder.tokenizer
-    rows = []
-    try:
-        for record in read_records(input_path, fmt=input_format, reference=reference):
-            if window:
-                rows.extend(tokenizer.encode_windows(record.sequence, record.id))
-            else:
-                rows.append(tokenizer.encode(record.sequence, record.id))
     except (InvalidSequenceError, SequenceTooLongError) as exc:
         raise click.ClickException(f"{input_path}: {exc}") from exc
-    except ValueError as exc:  # hsg.ingest InputError: already names file and line
+    except (RuntimeError, ValueError) as exc:  # InputError names file and line; bad --dtype
         raise click.ClickException(str(exc)) from exc
-
-    width = max(len(r) for r in rows)
-    metadata = {
-        "model_id": encoder.model_id,
-        "version": encoder.version,
-        "layer": layer,
-        "final_norm": final_norm,
-        "checkpoint_hash": encoder.checkpoint_hash,
-        "source": str(input_path),
-    }
-    with EmbeddingWriter(
-        out, fmt, len(rows), width, encoder.hidden_size, [r.name for r in rows],
-        tokenizer.pad_token_id, metadata,
-    ) as writer, tqdm(total=len(rows), unit="seq", file=sys.stderr, desc="embed") as bar:  # fmt: skip
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            writer.write(encoder.embed_tokenized(chunk, layer, final_norm=final_norm))
-            bar.update(len(chunk))
-    n_tokens = sum(len(r.tokens) for r in rows)
     click.echo(
-        f"wrote layer {layer} of {encoder.model_id} for {len(rows)} rows "
-        f"({n_tokens} nucleotide tokens, d={encoder.hidden_size}) to {out}",
+        f"wrote layer {summary.layer} of {summary.model_id} for {summary.rows} rows "
+        f"({summary.tokens} nucleotide tokens, d={summary.hidden_size}) to {out}",
         err=True,
     )
 
 
 def _load(model: str, device: str | None, dtype: str | None):
-    from hsg.models.encoder import load_encoder
+    from hsg import api
 
     try:
-        return load_encoder(model, device=device, dtype=dtype)
+        return api.load_encoder(model, device=device, dtype=dtype)
     except MODEL_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     except (RuntimeError, ValueError) as exc:  # bad --device / --dtype

@@ -54,3 +54,13 @@ def model_option(
         required=True,
         help=help or "Nucleotide Transformer: a local Hugging Face directory (or a cached hub id).",
     )
+
+
+def allow_mismatch_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--allow-model-mismatch``: the one way past `hsg.sae.compat.check_compatible`'s hash check."""
+    return click.option(
+        "--allow-model-mismatch",
+        is_flag=True,
+        help="Use an SAE trained on another checkpoint of the encoder anyway (a warning, not an "
+        "error). Layer and width must still match.",
+    )(func)

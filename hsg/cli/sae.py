@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from hsg.cli.options import device_option, reference_option
+from hsg.cli.options import allow_mismatch_option, device_option, reference_option
 from hsg.sae.architectures import architecture_names
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -27,20 +25,10 @@ def _echo_err(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the package's own error types into one-line CLI errors."""
-    from hsg.sae.activations import ActivationError
-    from hsg.sae.config import ConfigError
-    from hsg.sae.model import SAELoadError
-    from hsg.sae.train import TrainError
+def _user_errors():
+    from hsg.cli.errors import user_errors
 
-    try:
-        yield
-    except (ActivationError, ConfigError, SAELoadError, TrainError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    except ValueError as exc:  # e.g. SparseAutoencoder.check_input
-        raise click.ClickException(str(exc)) from exc
+    return user_errors(prefix_input=False)
 
 
 def _data_options(func: F) -> F:
@@ -98,116 +86,13 @@ def _data_options(func: F) -> F:
     return func
 
 
-def _load_encoder(model_dir: Path, layer: int) -> Any:
-    try:
-        from hsg.models.encoder import load_encoder
-    except ModuleNotFoundError as exc:
-        raise click.ClickException(f"the encoder module is not available: {exc}") from exc
-    enc = load_encoder(model_dir)
-    if not 0 <= layer <= int(enc.num_layers):
-        raise click.ClickException(
-            f"--layer {layer} is out of range for {enc.model_id}: 0 (embeddings) to "
-            f"{enc.num_layers} (output of the last block)"
-        )
-    return enc
-
-
-def _cache_from_data(
-    data: Path,
-    model_dir: Path,
-    layer: int,
-    cache: Path,
-    *,
-    reference: Path | None,
-    shard_size: int,
-    embed_batch_size: int,
-    include_cls: bool,
-    progress: bool,
-    check: Callable[[Any], None] | None = None,
-) -> Any:
-    """Encode `data` into `cache` (or reuse it) and return the cache's store."""
-    from hsg.sae.activations import (
-        ShardCacheStore,
-        cache_activations,
-        fingerprint_records,
-        reusable_cache,
-    )
-
-    try:
-        from hsg.regions.readers import read_records
-    except ModuleNotFoundError as exc:
-        raise click.ClickException(f"the region reader is not available: {exc}") from exc
-    if not data.is_file():
-        raise click.ClickException(f"data file not found: {data}")
-    enc = _load_encoder(model_dir, layer)
-    if check is not None:
-        check(enc)
-
-    def records() -> Iterator[Any]:
-        return iter(read_records(data, reference=reference))
-
-    fingerprint, n = fingerprint_records(records())
-    found = reusable_cache(
-        cache,
-        data_fingerprint=fingerprint,
-        model_id=enc.model_id,
-        checkpoint_hash=enc.checkpoint_hash,
-        layer=layer,
-        include_cls=include_cls,
-    )
-    if found is not None:
-        _echo_err(f"reusing activation cache {cache} ({found.n_tokens} tokens, {n} sequences)")
-    else:
-        _echo_err(f"caching layer {layer} of {enc.model_id} for {n} sequences into {cache}")
-        cache_activations(
-            records(),
-            enc,
-            layer,
-            cache,
-            shard_size=shard_size,
-            batch_size=embed_batch_size,
-            include_cls=include_cls,
-            progress=progress,
-            total=n,
-        )
-    return ShardCacheStore(cache)
-
-
-def _resolve_store(
-    activations: Path | None,
-    data: Path | None,
-    model_dir: Path | None,
-    layer: int | None,
-    cache: Path | None,
-    *,
-    reference: Path | None,
-    shard_size: int,
-    embed_batch_size: int,
-    include_cls: bool,
-    progress: bool,
-    check: Callable[[Any], None] | None = None,
-) -> Any:
-    from hsg.sae.activations import open_activations
-
+def _check_sources(activations, data, model_dir, layer, cache, needs_layer: bool = True) -> None:
     if (activations is None) == (data is None):
         raise click.UsageError("give exactly one of --activations FILE or --data FILE")
-    if activations is not None:
-        return open_activations(activations, shard_size=shard_size)
-    if model_dir is None or layer is None or cache is None:
+    if data is not None and needs_layer and (model_dir is None or layer is None or cache is None):
         raise click.UsageError("--data needs --model, --layer and --cache")
-    assert data is not None
-    return _cache_from_data(
-        data,
-        model_dir,
-        layer,
-        cache,
-        reference=reference,
-        shard_size=shard_size,
-        embed_batch_size=embed_batch_size,
-        include_cls=include_cls,
-        progress=progress,
-        check=check,
-    )
+    if data is not None and model_dir is None:
+        raise click.UsageError("--data needs --model")
 
 
 @click.group()
@@ -222,24 +107,39 @@ def sae() -> None:
 
 @sae.command()
 @_data_options
+@device_option
 def cache(
-    activations, data, reference, model_dir, layer, cache, shard_size, embed_batch_size, include_cls
+    activations,
+    data,
+    reference,
+    model_dir,
+    layer,
+    cache,
+    shard_size,
+    embed_batch_size,
+    include_cls,
+    device,
 ) -> None:
     """Encode --data with --model at --layer into the activation cache --cache."""
     if activations is not None:
         raise click.UsageError("`cache` reads --data; --activations is already cached")
+    from hsg import api
+
+    if data is None or model_dir is None or layer is None or cache is None:
+        raise click.UsageError("`cache` needs --data, --model, --layer and --cache")
     with _user_errors():
-        store = _resolve_store(
-            None,
+        store = api.cache_activations(
             data,
             model_dir,
             layer,
             cache,
             reference=reference,
             shard_size=shard_size,
-            embed_batch_size=embed_batch_size,
+            batch_size=embed_batch_size,
             include_cls=include_cls,
+            device=device,
             progress=True,
+            log=_echo_err,
         )
         m = store.manifest
         click.echo(
@@ -258,21 +158,21 @@ def cache(
         )
 
 
-# Options whose saved value is used on --resume unless given again on the command line.
+# click option name -> the API's hyper-parameter name (hsg.api.TRAIN_DEFAULTS)
 _TRAIN_KEYS = {
-    "arch": ("sae", "architecture"),
-    "d_sae": ("sae", "d_sae"),
-    "k": ("sae", "k"),
-    "l1": ("sae", "l1_coefficient"),
-    "l1_warmup": ("sae", "l1_warmup_steps"),
-    "lr": ("sae", "lr"),
-    "seed": ("sae", "seed"),
-    "dtype": ("sae", "dtype"),
-    "batch_size": ("train", "batch_size"),
-    "epochs": ("train", "epochs"),
-    "patience": ("train", "patience"),
-    "val_fraction": ("train", "val_fraction"),
-    "shuffle_buffer": ("train", "shuffle_buffer_shards"),
+    "arch": "architecture",
+    "d_sae": "d_sae",
+    "k": "k",
+    "l1": "l1",
+    "l1_warmup": "l1_warmup",
+    "lr": "lr",
+    "seed": "seed",
+    "dtype": "dtype",
+    "batch_size": "batch_size",
+    "epochs": "epochs",
+    "patience": "patience",
+    "val_fraction": "val_fraction",
+    "shuffle_buffer": "shuffle_buffer",
 }
 
 
@@ -374,58 +274,35 @@ def train(
     **hparams,
 ) -> None:
     """Train an SAE; the best checkpoint (by validation loss) is kept in --out."""
-    from hsg.sae.config import SAEConfig, TrainConfig
-    from hsg.sae.train import read_run, train_sae
+    from hsg import api
 
+    _check_sources(activations, data, model_dir, layer, cache)
+
+    # only what was typed reaches the API, so that --resume keeps the run's other values
+    source = click.core.ParameterSource
+    given = {
+        key: hparams[name]
+        for name, key in _TRAIN_KEYS.items()
+        if ctx.get_parameter_source(name) in (source.COMMANDLINE, source.ENVIRONMENT)
+    }
     with _user_errors():
-        saved = read_run(out) if resume else None
-        if resume and saved is None:
-            raise click.ClickException(f"nothing to resume in {out} (no train_state/run.json)")
-        if saved is not None:
-            source = click.core.ParameterSource
-            for name, (section, key) in _TRAIN_KEYS.items():
-                given = ctx.get_parameter_source(name) in (source.COMMANDLINE, source.ENVIRONMENT)
-                if not given and key in saved[section]:
-                    value = saved[section][key]
-                    hparams[name] = value
-        store = _resolve_store(
-            activations,
-            data,
-            model_dir,
-            layer,
-            cache,
+        result = api.train_sae(
+            out,
+            activations=activations,
+            data=data,
+            model=model_dir,
+            layer=layer,
+            cache=cache,
             reference=reference,
             shard_size=shard_size,
             embed_batch_size=embed_batch_size,
             include_cls=include_cls,
-            progress=not quiet,
-        )
-        arch = hparams["arch"]
-        d_sae = hparams["d_sae"] or 8 * store.d_in
-        cfg = SAEConfig(
-            d_in=store.d_in,
-            d_sae=d_sae,
-            architecture=arch,
-            k=hparams["k"] if arch == "topk" else None,
-            l1_coefficient=hparams["l1"],
-            l1_warmup_steps=hparams["l1_warmup"],
-            lr=hparams["lr"],
-            seed=hparams["seed"],
-            dtype=hparams["dtype"],
-        )
-        tcfg = TrainConfig(
-            batch_size=hparams["batch_size"],
-            epochs=hparams["epochs"],
-            patience=hparams["patience"],
-            val_fraction=hparams["val_fraction"],
-            shuffle_buffer_shards=hparams["shuffle_buffer"],
             device=device,
+            resume=resume,
+            progress=not quiet,
+            log=_echo_err,
+            **given,
         )
-        _echo_err(
-            f"training {arch} SAE d_in={cfg.d_in} d_sae={cfg.d_sae} on {store.n_tokens} tokens "
-            f"of {store.n_sequences} sequences from {store.source} ({tcfg.device})"
-        )
-        result = train_sae(store, cfg, tcfg, out, resume=resume, progress=not quiet, log=click.echo)
     click.echo(
         json.dumps(
             {
@@ -464,6 +341,7 @@ def train(
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True)
 @device_option
+@allow_mismatch_option
 def eval_cmd(
     sae_dir,
     activations,
@@ -479,63 +357,32 @@ def eval_cmd(
     val_fraction,
     batch_size,
     device,
+    allow_model_mismatch,
 ) -> None:
     """Report MSE, fraction of variance explained, L0, L1 and dead latents as JSON."""
-    from hsg.sae.model import SparseAutoencoder
-    from hsg.sae.train import evaluate, read_run
+    from hsg import api
 
+    _check_sources(activations, data, model_dir, layer, cache, needs_layer=False)
     with _user_errors():
-        model = SparseAutoencoder.load(sae_dir, device=device)
-        if layer is None:
-            layer = model.cfg.layer
-        if data is not None and layer is None:
-            raise click.UsageError("--layer is needed: the SAE's cfg.json records none")
-
-        def check(enc: Any) -> None:
-            model.check_input(int(enc.hidden_size), f"layer {layer} of {enc.model_id}")
-            if model.cfg.model_id and enc.model_id != model.cfg.model_id:
-                _echo_err(
-                    f"warning: SAE trained on {model.cfg.model_id}, encoding with {enc.model_id}"
-                )
-            if model.cfg.layer is not None and layer != model.cfg.layer:
-                _echo_err(f"warning: SAE trained on layer {model.cfg.layer}, reading {layer}")
-
-        with tempfile.TemporaryDirectory(prefix="hsg-sae-eval-") as tmp:
-            store = _resolve_store(
-                activations,
-                data,
-                model_dir,
-                layer,
-                cache or (Path(tmp) if data else None),
-                reference=reference,
-                shard_size=shard_size,
-                embed_batch_size=embed_batch_size,
-                include_cls=include_cls,
-                progress=False,
-                check=check,
-            )
-            model.check_input(store.d_in, f"activations in {store.source}")
-            keep = None
-            if split != "all":
-                if val_fraction is None:
-                    run = read_run(sae_dir)
-                    val_fraction = run["train"]["val_fraction"] if run else 0.1
-                is_val = store.validation_mask(val_fraction, model.cfg.seed)
-                keep = is_val if split == "val" else ~is_val
-            metrics = evaluate(model, store, keep, batch_size=batch_size)
-            source = store.source
-    click.echo(
-        json.dumps(
-            {
-                "sae": str(sae_dir),
-                "sae_id": model.sae_id,
-                "activations": source,
-                "split": split,
-                **metrics,
-            },
-            indent=2,
+        metrics = api.evaluate_sae(
+            sae_dir,
+            activations=activations,
+            data=data,
+            model=model_dir,
+            layer=layer,
+            cache=cache,
+            reference=reference,
+            shard_size=shard_size,
+            embed_batch_size=embed_batch_size,
+            include_cls=include_cls,
+            split=split,
+            val_fraction=val_fraction,
+            batch_size=batch_size,
+            device=device,
+            allow_model_mismatch=allow_model_mismatch,
+            log=_echo_err,
         )
-    )
+    click.echo(json.dumps(metrics, indent=2))
 
 
 @sae.command()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from hsg.sae.compat import check_compatible
+
 if TYPE_CHECKING:
     from hsg.models.encoder import Encoder
     from hsg.sae.model import SparseAutoencoder
@@ -100,9 +102,9 @@ def encode_features(
     if kind == "latents":
         if sae is None:
             raise ValueError("latents need an SAE")
-        sae.check_input(encoder.hidden_size)
-        if sae.cfg.layer is not None and sae.cfg.layer != layer:
-            raise ValueError(f"SAE {sae.sae_id} reads layer {sae.cfg.layer}, not layer {layer}")
+        # the callers ran the strict check (with its --allow-model-mismatch); here only the
+        # layer and width must hold
+        check_compatible(encoder, sae, layer, allow_model_mismatch=True)
     if not sequences:
         raise ValueError("no sequences to encode")
     rows: list[torch.Tensor] = []

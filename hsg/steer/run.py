@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from hsg.sae.compat import check_compatible
 from hsg.steer.features import content_view
 from hsg.steer.interventions import Intervention, apply_interventions, decode_edit, position_mask
 from hsg.steer.metrics import binary_metrics
@@ -144,9 +145,15 @@ def _same_checkpoint(recorded: str | None, actual: str) -> bool:
 
 
 def check_provenance(
-    encoder: Encoder, sae: SparseAutoencoder | None, classifier: ConvClassifier
+    encoder: Encoder,
+    sae: SparseAutoencoder | None,
+    classifier: ConvClassifier,
+    allow_model_mismatch: bool = False,
 ) -> None:
-    """Refuse combinations whose numbers would be meaningless (other weights, other widths)."""
+    """Refuse combinations whose numbers would be meaningless (other weights, other widths).
+
+    The encoder/SAE pair goes through the one `check_compatible`; the classifier's own
+    provenance (checkpoint, layer, width, SAE) is checked here."""
     cfg = classifier.cfg
     actual = encoder.checkpoint_hash
     if not _same_checkpoint(cfg.model_checkpoint_hash, actual):
@@ -160,12 +167,7 @@ def check_provenance(
         classifier.check_input(encoder.hidden_size, f"layer {cfg.layer} of {encoder.model_id}")
     if sae is None:
         return
-    sae.check_input(encoder.hidden_size, f"encoder {encoder.model_id}")
-    if not _same_checkpoint(sae.cfg.encoder_checkpoint_hash, actual):
-        raise SteerError(
-            f"SAE {sae.sae_id} was trained on activations of another checkpoint than "
-            f"{encoder.model_id!r}"
-        )
+    check_compatible(encoder, sae, allow_model_mismatch=allow_model_mismatch)
     if cfg.input_kind == "latents":
         if cfg.sae_id != sae.sae_id:
             raise SteerError(

@@ -153,4 +153,4 @@ def test_cli_bad_input(world) -> None:
     res = CliRunner().invoke(
         depmap, [*base, "--feature", "1", "--layer", "1", "--sequence", "ACGT"]
     )
-    assert res.exit_code == 1 and "reads layer 0" in res.output
+    assert res.exit_code == 1 and "trained on layer 0, not layer 1" in res.output

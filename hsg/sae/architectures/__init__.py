@@ -53,6 +53,8 @@ class ArchitectureSpec:
     - `uses_l1`: whether the loss is MSE + λ·L1 with λ warmed up over `l1_warmup_steps` (and
       early-stopping patience waits for the warm-up); if False the loss is MSE alone, λ is
       ignored and L1 is only reported.
+    - `uses_k`: whether `SAEConfig.k` (active latents per token, `--k`) means anything here;
+      training passes k only to architectures that use it, so other configs record none.
     - `encode_feature(sae, x, j)`: z_j alone, [...], for x already on the SAE's device and
       dtype; it must equal `encode(x)[..., j]`. Optional: None reads column j of the full
       `activate`, which is exact for any architecture; an architecture whose latent j depends
@@ -64,6 +66,7 @@ class ArchitectureSpec:
     activate: Callable[[torch.Tensor, SAEConfig], torch.Tensor]
     init_scale: Callable[[SAEConfig], float]
     uses_l1: bool
+    uses_k: bool = False
     encode_feature: Callable[[SparseAutoencoder, torch.Tensor, int], torch.Tensor] | None = None
 
 

@@ -48,5 +48,6 @@ SPEC = ArchitectureSpec(
     activate=activate,
     init_scale=init_scale,
     uses_l1=False,
+    uses_k=True,
     encode_feature=encode_feature,
 )

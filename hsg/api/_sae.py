@@ -1,0 +1,313 @@
+"""Activation caches, SAE training and evaluation."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hsg.api._load import PathLike, iter_regions, load_encoder, load_sae
+
+if TYPE_CHECKING:
+    from hsg.models.encoder import Encoder
+    from hsg.sae.activations import ActivationStore
+    from hsg.sae.model import SparseAutoencoder
+    from hsg.sae.train import TrainResult
+
+Log = Callable[[str], None]
+
+# What `train_sae` uses for a hyper-parameter left as None (and not taken from a resumed run).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "architecture": "relu",
+    "d_sae": None,  # 8 x d_in
+    "k": 32,
+    "l1": 1e-3,
+    "l1_warmup": 1000,
+    "lr": 1e-4,
+    "seed": 0,
+    "dtype": "float32",
+    "batch_size": 1024,
+    "epochs": 10,
+    "patience": 3,
+    "val_fraction": 0.1,
+    "shuffle_buffer": 4,
+}
+# where each hyper-parameter is kept in a run's train_state/run.json
+_SAVED_AS = {
+    "architecture": ("sae", "architecture"),
+    "d_sae": ("sae", "d_sae"),
+    "k": ("sae", "k"),
+    "l1": ("sae", "l1_coefficient"),
+    "l1_warmup": ("sae", "l1_warmup_steps"),
+    "lr": ("sae", "lr"),
+    "seed": ("sae", "seed"),
+    "dtype": ("sae", "dtype"),
+    "batch_size": ("train", "batch_size"),
+    "epochs": ("train", "epochs"),
+    "patience": ("train", "patience"),
+    "val_fraction": ("train", "val_fraction"),
+    "shuffle_buffer": ("train", "shuffle_buffer_shards"),
+}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def cache_activations(
+    data: PathLike,
+    model: PathLike | Encoder,
+    layer: int,
+    cache: PathLike,
+    *,
+    reference: PathLike | None = None,
+    fmt: str | None = None,
+    shard_size: int = 16384,
+    batch_size: int = 32,
+    include_cls: bool = False,
+    device: str | None = None,
+    sae: SparseAutoencoder | None = None,
+    allow_model_mismatch: bool = False,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> ActivationStore:
+    """Encode the regions of ``data`` at ``layer`` into the shard cache ``cache``, once.
+
+    A cache that already holds exactly these activations (same input fingerprint, model,
+    checkpoint, layer, <cls> choice) is reused. With ``sae``, the encoder is checked
+    against it first (`check_compatible`).
+    """
+    from hsg.sae.activations import (
+        ShardCacheStore,
+        fingerprint_records,
+        reusable_cache,
+    )
+    from hsg.sae.activations import cache_activations as _cache
+
+    data = Path(data)
+    if not data.is_file():
+        raise FileNotFoundError(f"data file not found: {data}")
+    encoder = load_encoder(model, device=device)
+    if sae is not None:
+        from hsg.sae.compat import check_compatible
+
+        check_compatible(encoder, sae, layer, allow_model_mismatch=allow_model_mismatch)
+    else:
+        encoder.model.check_layer(layer)
+        if not 0 <= layer <= encoder.num_layers:
+            raise ValueError(
+                f"layer {layer} is out of range for {encoder.model_id}: 0 (embeddings) to "
+                f"{encoder.num_layers} (output of the last block)"
+            )
+
+    def records():
+        return iter_regions(data, fmt=fmt, reference=reference)
+
+    fingerprint, n = fingerprint_records(records())
+    found = reusable_cache(
+        cache,
+        data_fingerprint=fingerprint,
+        model_id=encoder.model_id,
+        checkpoint_hash=encoder.checkpoint_hash,
+        layer=layer,
+        include_cls=include_cls,
+    )
+    if found is not None:
+        log(f"reusing activation cache {cache} ({found.n_tokens} tokens, {n} sequences)")
+    else:
+        log(f"caching layer {layer} of {encoder.model_id} for {n} sequences into {cache}")
+        _cache(
+            records(),
+            encoder,
+            layer,
+            cache,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            include_cls=include_cls,
+            progress=progress,
+            total=n,
+        )
+    return ShardCacheStore(cache)
+
+
+def open_activation_source(
+    *,
+    activations: PathLike | None = None,
+    data: PathLike | None = None,
+    model: PathLike | Encoder | None = None,
+    layer: int | None = None,
+    cache: PathLike | None = None,
+    shard_size: int = 16384,
+    **cache_options: Any,
+) -> ActivationStore:
+    """Activations from a file (``activations``) or encoded from regions (``data`` with
+    ``model``, ``layer`` and ``cache``): exactly one of the two."""
+    from hsg.sae.activations import open_activations
+
+    if (activations is None) == (data is None):
+        raise ValueError("give exactly one of activations (a file) or data (regions to encode)")
+    if activations is not None:
+        return open_activations(activations, shard_size=shard_size)
+    if model is None or layer is None or cache is None:
+        raise ValueError("encoding data needs model, layer and cache")
+    return cache_activations(data, model, layer, cache, shard_size=shard_size, **cache_options)
+
+
+def train_sae(
+    out: PathLike,
+    *,
+    activations: PathLike | None = None,
+    data: PathLike | None = None,
+    model: PathLike | Encoder | None = None,
+    layer: int | None = None,
+    cache: PathLike | None = None,
+    reference: PathLike | None = None,
+    shard_size: int = 16384,
+    embed_batch_size: int = 32,
+    include_cls: bool = False,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    log: Log = _quiet,
+    **hparams: Any,
+) -> TrainResult:
+    """Train an SAE on activations (a file, or regions encoded once into ``cache``).
+
+    Hyper-parameters (see `TRAIN_DEFAULTS`): ``architecture``, ``d_sae``, ``k``, ``l1``,
+    ``l1_warmup``, ``lr``, ``seed``, ``dtype``, ``batch_size``, ``epochs``, ``patience``,
+    ``val_fraction``, ``shuffle_buffer``. One left as None takes the resumed run's value
+    (``resume=True``), else the default. The best checkpoint by validation loss is kept in
+    ``out`` with its config, hashes, metrics.jsonl and a resumable state.
+    """
+    from hsg.models.encoder import check_device
+    from hsg.sae.architectures import get_architecture
+    from hsg.sae.config import SAEConfig, TrainConfig
+    from hsg.sae.train import TrainError, read_run
+    from hsg.sae.train import train_sae as _train
+
+    unknown = sorted(set(hparams) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown hyper-parameter(s): {', '.join(unknown)}")
+    device = check_device(device)
+    saved = read_run(out) if resume else None
+    if resume and saved is None:
+        raise TrainError(f"nothing to resume in {out} (no train_state/run.json)")
+    h: dict[str, Any] = {}
+    for name, default in TRAIN_DEFAULTS.items():
+        value = hparams.get(name)
+        if value is None and saved is not None:
+            section, key = _SAVED_AS[name]
+            value = saved[section].get(key)
+        h[name] = default if value is None else value
+    store = open_activation_source(
+        activations=activations,
+        data=data,
+        model=model,
+        layer=layer,
+        cache=cache,
+        shard_size=shard_size,
+        reference=reference,
+        batch_size=embed_batch_size,
+        include_cls=include_cls,
+        device=device,
+        progress=progress,
+        log=log,
+    )
+    arch = h["architecture"]
+    cfg = SAEConfig(
+        d_in=store.d_in,
+        d_sae=h["d_sae"] or 8 * store.d_in,
+        architecture=arch,
+        k=h["k"] if get_architecture(arch).uses_k else None,
+        l1_coefficient=h["l1"],
+        l1_warmup_steps=h["l1_warmup"],
+        lr=h["lr"],
+        seed=h["seed"],
+        dtype=h["dtype"],
+    )
+    tcfg = TrainConfig(
+        batch_size=h["batch_size"],
+        epochs=h["epochs"],
+        patience=h["patience"],
+        val_fraction=h["val_fraction"],
+        shuffle_buffer_shards=h["shuffle_buffer"],
+        device=device,
+    )
+    log(
+        f"training {arch} SAE d_in={cfg.d_in} d_sae={cfg.d_sae} on {store.n_tokens} tokens "
+        f"of {store.n_sequences} sequences from {store.source} ({tcfg.device})"
+    )
+    return _train(store, cfg, tcfg, out, resume=resume, progress=progress, log=log)
+
+
+def evaluate_sae(
+    sae: PathLike | SparseAutoencoder,
+    *,
+    activations: PathLike | None = None,
+    data: PathLike | None = None,
+    model: PathLike | Encoder | None = None,
+    layer: int | None = None,
+    cache: PathLike | None = None,
+    reference: PathLike | None = None,
+    shard_size: int = 16384,
+    embed_batch_size: int = 32,
+    include_cls: bool = False,
+    split: str = "all",
+    val_fraction: float | None = None,
+    batch_size: int = 4096,
+    device: str | None = None,
+    allow_model_mismatch: bool = False,
+    log: Log = _quiet,
+) -> dict[str, Any]:
+    """MSE, fraction of variance explained, L0, L1 and dead latents of ``sae``.
+
+    ``split`` is ``all``, ``train`` or ``val``: the SAE's own validation split (by sequence
+    id hash, with the run's ``val_fraction`` unless given). Encoding ``data`` checks the
+    encoder against the SAE (`check_compatible`); without ``cache`` a temporary one is used.
+    """
+    from hsg.sae.train import evaluate, read_run
+
+    if split not in ("all", "train", "val"):
+        raise ValueError(f"split must be all, train or val, got {split!r}")
+    model_sae = load_sae(sae, device)
+    if data is not None and layer is None:
+        layer = model_sae.cfg.layer
+        if layer is None:
+            raise ValueError("a layer is needed: the SAE's cfg.json records none")
+    with tempfile.TemporaryDirectory(prefix="hsg-sae-eval-") as tmp:
+        store = (
+            open_activation_source(
+                activations=activations,
+                data=data,
+                model=model,
+                layer=layer,
+                cache=cache or (Path(tmp) if data is not None else None),
+                shard_size=shard_size,
+                reference=reference,
+                batch_size=embed_batch_size,
+                include_cls=include_cls,
+                device=str(model_sae.device),
+                sae=model_sae,
+                allow_model_mismatch=allow_model_mismatch,
+                log=log,
+            )
+            if data is not None
+            else open_activation_source(activations=activations, shard_size=shard_size)
+        )
+        model_sae.check_input(store.d_in, f"activations in {store.source}")
+        keep = None
+        if split != "all":
+            if val_fraction is None:
+                run = read_run(sae) if isinstance(sae, (str, Path)) else None
+                val_fraction = run["train"]["val_fraction"] if run else 0.1
+            is_val = store.validation_mask(val_fraction, model_sae.cfg.seed)
+            keep = is_val if split == "val" else ~is_val
+        metrics = evaluate(model_sae, store, keep, batch_size=batch_size)
+        return {
+            "sae": str(sae) if isinstance(sae, (str, Path)) else str(model_sae.source),
+            "sae_id": model_sae.sae_id,
+            "activations": store.source,
+            "split": split,
+            **metrics,
+        }
