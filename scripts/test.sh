@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite on a fresh machine: set up .venv, start a dedicated Neo4j + GDS
 # test server (its own home and ports, so a user's graph is never touched), run pytest,
-# stop the server, and exit with pytest's status. Extra arguments go to pytest.
+# stop the server, and exit with pytest's status (1 when pytest passed but the import-layer
+# contract or the installed-wheel check failed). Extra arguments go to pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
@@ -20,7 +21,22 @@ export NEO4J_URI="bolt://127.0.0.1:$HSG_BOLT_PORT"
 export HSG_TEST_DB=1
 unset NEO4J_PASSWORD NEO4J_USER NEO4J_DATABASE
 
+# Checks beside pytest. A failed one fails the run, but pytest still runs so that one
+# report shows everything; the failures are listed again at the end.
+failed=()
+echo "lint-imports: the layers contract in pyproject.toml" >&2
+.venv/bin/lint-imports --no-cache --no-logo || failed+=("lint-imports: an import breaks the layers contract in pyproject.toml")
+
 .venv/bin/hsg db start || exit 1
 trap '.venv/bin/hsg db stop' EXIT
 .venv/bin/hsg db init || exit 1
+# hsg as an installed wheel, outside the checkout, against this test server
+bash scripts/check_wheel.sh || failed+=("scripts/check_wheel.sh: hsg does not work as an installed wheel")
+
 .venv/bin/python -m pytest "$@"
+status=$?
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}" >&2
+  [ "$status" = 0 ] && status=1
+fi
+exit "$status"
