@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
+import os
 import sys
 
 import click
@@ -77,14 +79,46 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+LOG_LEVEL_ENV = "HSG_LOG_LEVEL"  # read by hsg.db.connection too (server notifications)
+
+
+def configure_logging() -> None:
+    """Log hsg's messages (and, at DEBUG, the Neo4j server's notifications) to stderr at the
+    level in `HSG_LOG_LEVEL`; unset, logging is left as Python's default (warnings only).
+
+    The driver's own DEBUG chatter (every Bolt message) stays off: only the
+    `neo4j.notifications` logger is opened up.
+    """
+    name = os.environ.get(LOG_LEVEL_ENV, "").strip().upper()
+    if not name:
+        return
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        click.echo(f"hsg: ignoring {LOG_LEVEL_ENV}={name!r}: not a logging level", err=True)
+        return
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("hsg").setLevel(level)
+    if level <= logging.DEBUG:
+        logging.getLogger("neo4j.notifications").setLevel(logging.DEBUG)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hsg")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help=f"Debug logging, including the Neo4j server's notifications (same as {LOG_LEVEL_ENV}=DEBUG).",
+)
+def cli(verbose: bool) -> None:
     """hsg — read what genomic language models learned, as a Neo4j knowledge graph.
 
     Typical session: `hsg db start`, `hsg db init`, `hsg ingest regions.tsv --model …
     --sae …`, then explore in Neo4j Browser at http://127.0.0.1:7474/browser/.
     """
+    if verbose:
+        os.environ[LOG_LEVEL_ENV] = "DEBUG"  # also for the commands `hsg demo` runs
+    configure_logging()
 
 
 def main() -> None:

@@ -2,13 +2,20 @@
 
 Failures are translated into `DatabaseError` with a message that tells the user what to do,
 because the raw driver exceptions (ServiceUnavailable, AuthError) do not.
+
+Server notifications ("relationship type does not exist", "cartesian product", …) are off:
+the driver logs each one as a multi-line warning, and a fresh database raises many of them
+for queries that are correct. `HSG_LOG_LEVEL=DEBUG` (what `hsg --verbose` sets) asks the
+server for all of them again; the driver logs them to the `neo4j.notifications` logger.
+The GDS client gets the same driver, so it follows the same rule.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import neo4j
 from neo4j import GraphDatabase
@@ -19,6 +26,21 @@ from hsg.db.settings import ConnectionSettings
 
 if TYPE_CHECKING:
     from graphdatascience import GraphDataScience
+
+
+LOG_LEVEL_ENV = "HSG_LOG_LEVEL"
+
+
+def notifications_wanted() -> bool:
+    """Whether the server's notifications are asked for: only at `HSG_LOG_LEVEL=DEBUG`."""
+    return os.environ.get(LOG_LEVEL_ENV, "").strip().upper() == "DEBUG"
+
+
+def driver_config() -> dict[str, Any]:
+    """Keyword arguments for `GraphDatabase.driver`, read from the environment at each call."""
+    if notifications_wanted():
+        return {}  # the server's default: every notification, logged by the driver
+    return {"notifications_min_severity": "OFF"}
 
 
 def _auth(settings: ConnectionSettings) -> tuple[str, str]:
@@ -48,7 +70,7 @@ def translate(exc: Exception, settings: ConnectionSettings) -> DatabaseError:
 
 
 def open_driver(settings: ConnectionSettings, verify: bool = True) -> neo4j.Driver:
-    driver = GraphDatabase.driver(settings.uri, auth=_auth(settings))
+    driver = GraphDatabase.driver(settings.uri, auth=_auth(settings), **driver_config())
     if verify:
         try:
             driver.verify_connectivity()
@@ -72,7 +94,11 @@ def driver_session(settings: ConnectionSettings) -> Iterator[neo4j.Driver]:
 
 
 def open_gds(settings: ConnectionSettings) -> GraphDataScience:
-    """A GDS client; fails clearly when the server lacks the plugin."""
+    """A GDS client; fails clearly when the server lacks the plugin.
+
+    The client runs on a driver from `open_driver` (so notifications follow `HSG_LOG_LEVEL`
+    there too) and owns it: `gds.close()` closes the driver as well.
+    """
     from graphdatascience import GraphDataScience
 
     driver = open_driver(settings)
@@ -87,10 +113,21 @@ def open_gds(settings: ConnectionSettings) -> GraphDataScience:
             f"(gds.version() failed: {exc.message}). The local server from `hsg db start` "
             "has it; for Docker use docker/compose.yaml."
         ) from exc
-    driver.close()
-    gds = GraphDataScience(
-        settings.uri, auth=_auth(settings), database=settings.database, arrow=False
-    )
+    try:
+        gds = GraphDataScience(driver, database=settings.database, arrow=False)
+    except BaseException:
+        driver.close()
+        raise
+    # Given a driver, the client leaves closing it to its owner; this client is its owner.
+    close_client = gds.close
+
+    def close() -> None:
+        try:
+            close_client()
+        finally:
+            driver.close()
+
+    gds.close = close  # type: ignore[method-assign]
     gds._hsg_server_gds_version = version  # noqa: SLF001 - kept for status messages
     return gds
 
