@@ -12,9 +12,9 @@ from pathlib import Path
 
 from hsg.db import server
 from hsg.db.connection import open_driver
-from hsg.db.maintenance import wipe
 from hsg.db.schema import apply_schema
 from hsg.db.settings import ConnectionSettings
+from hsg.graph.maintenance import wipe
 
 BENCH_HOME = Path(os.environ.get("HSG_BENCH_HOME", ".hsg/bench-neo4j")).resolve()
 BENCH_BOLT = int(os.environ.get("HSG_BENCH_BOLT_PORT", "27687"))

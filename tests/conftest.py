@@ -44,8 +44,8 @@ def driver(settings):
 @pytest.fixture
 def clean_db(driver, settings):
     """An empty database with the schema applied; GDS graphs dropped."""
-    from hsg.db.maintenance import wipe
     from hsg.db.schema import apply_schema
+    from hsg.graph.maintenance import wipe
 
     wipe(driver, settings.database)
     apply_schema(driver, settings.database)

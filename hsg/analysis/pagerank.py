@@ -44,6 +44,7 @@ from typing import Any
 
 from hsg.analysis import AnalysisError, AnalysisSession
 from hsg.config import JsonConfig
+from hsg.graph.analysis_writes import LabelCentrality, replace_centrality
 
 WEIGHTS = ("count", "none", "activation")
 ORIENTATIONS = ("undirected", "natural")
@@ -105,20 +106,6 @@ RETURN f.id AS feature, f.index AS index, pagerank,
        toInteger(gds.util.nodeProperty($graph, nodeId, 'support')) AS support,
        toInteger(gds.util.nodeProperty($graph, nodeId, 'activations')) AS activations
 ORDER BY index
-"""
-
-DELETE_CENTRALITY = """
-MATCH (l:Label)<-[c:CENTRALITY]-(:Feature)
-WHERE l.name IN $labels AND c.sae = $sae
-DELETE c
-"""
-
-CREATE_CENTRALITY = """
-MATCH (l:Label {name: $label})
-UNWIND $rows AS row
-MATCH (f:Feature {id: row.feature})
-CREATE (f)-[c:CENTRALITY]->(l)
-SET c = $common, c += row.scores
 """
 
 
@@ -360,37 +347,31 @@ def compute_label(
 
 
 # ----------------------------------------------------------------------------- write
-def write_centrality(session: AnalysisSession, run: PageRankRun) -> None:
-    """Replace the CENTRALITY relationships of the run's SAE and labels in one transaction."""
-    labels = [result.label for result in run.labels]
-
-    def work(tx) -> None:
-        tx.run(DELETE_CENTRALITY, labels=labels, sae=run.sae).consume()
-        for result in run.labels:
-            common = {
-                "sae": run.sae,
-                "label": result.label,
-                "run": run.run,
-                "computed": run.computed,
-                "iterations": result.iterations,
-                "converged": result.converged,
-                **run.config.to_dict(),
+def centrality_rows(run: PageRankRun) -> list[LabelCentrality]:
+    """The run's scores as the plain rows `hsg.graph.analysis_writes` stores."""
+    labels = []
+    for result in run.labels:
+        common = {  # `sae` and `label` are set by the writer
+            "run": run.run,
+            "computed": run.computed,
+            "iterations": result.iterations,
+            "converged": result.converged,
+            **run.config.to_dict(),
+        }
+        rows = [
+            {
+                "feature": s.feature,
+                "scores": {
+                    "pagerank": s.pagerank,
+                    "pagerank_normalized": s.pagerank_normalized,
+                    "support": s.support,
+                    "activations": s.activations,
+                },
             }
-            rows = [
-                {
-                    "feature": s.feature,
-                    "scores": {
-                        "pagerank": s.pagerank,
-                        "pagerank_normalized": s.pagerank_normalized,
-                        "support": s.support,
-                        "activations": s.activations,
-                    },
-                }
-                for s in result.scores
-            ]
-            tx.run(CREATE_CENTRALITY, label=result.label, rows=rows, common=common).consume()
-
-    session.write(work)
+            for s in result.scores
+        ]
+        labels.append(LabelCentrality(result.label, common, rows))
+    return labels
 
 
 def run_pagerank(
@@ -422,6 +403,7 @@ def run_pagerank(
             f"{result.seconds:.2f} s"
         )
         run.labels.append(result)
-    write_centrality(session, run)
+    rows = centrality_rows(run)
+    session.write(lambda tx: replace_centrality(tx, sae_id, rows))
     say(f"wrote CENTRALITY scores for {len(labels)} label(s) of SAE {sae_id}")
     return run

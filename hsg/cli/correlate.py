@@ -107,7 +107,7 @@ def _warn(msg: str) -> None:
 @click.option(
     "--write-graph",
     is_flag=True,
-    help="Also MERGE (:Feature)-[:CORRELATES]->(:Annotation) for the best features.",
+    help="Also MERGE (:Feature)-[:CORRELATES]->(:Annotation) for the best features. Features must already be in the graph (hsg ingest with the SAE); rows of missing features are counted and skipped.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer summary as JSON.")
 @connection_options
@@ -143,14 +143,14 @@ def correlate(
     from hsg.correlate.run import (
         CorrelateConfig,
         CorrelateError,
+        correlation_rows,
         parse_layers,
         parse_subsets,
         run_correlate,
     )
-    from hsg.correlate.run import (
-        write_graph as write_correlations,
-    )
+    from hsg.correlate.tracks import TRACK_KIND
     from hsg.db.errors import DatabaseError
+    from hsg.graph.analysis_writes import write_correlations
     from hsg.sae.model import SAELoadError
 
     driver = None
@@ -184,10 +184,10 @@ def correlate(
             written = write_correlations(
                 driver,
                 settings.database,
-                result.best,
-                result.scores,
-                result.tracks,
-                result.track_names,
+                correlation_rows(result.best, result.scores, result.tracks),
+                [result.tracks.annotation_id(t) for t in result.track_names],
+                kind=TRACK_KIND,
+                source=result.tracks.source,
                 rank_by=rank_by,
                 max_lag=max_lag,
             )
@@ -219,14 +219,23 @@ def _progress(quiet: bool):
     return start
 
 
-def _report(result, written: int | None, as_json: bool) -> None:
+def _report(result, written, as_json: bool) -> None:
+    """`written`: the `CorrelationWrite` of --write-graph, or None."""
     all_rows = [r for r in result.summary if r["subset"] == "all"]
-    if as_json:
-        click.echo(
-            json.dumps(
-                {"layers": result.summary, "graph_relationships": written}, indent=2, default=str
-            )
+    if written is not None and written.missing:
+        examples = ", ".join(written.missing_features)
+        _warn(
+            f"{written.missing} best-feature row(s) not written to the graph: their feature is "
+            f"not in the graph under its SAE (e.g. {examples}); ingest sequences with that "
+            "SAE first (hsg ingest --sae …), then run again"
         )
+    if as_json:
+        document = {
+            "layers": result.summary,
+            "graph_relationships": written.written if written is not None else None,
+            "graph_missing_features": written.missing if written is not None else None,
+        }
+        click.echo(json.dumps(document, indent=2, default=str))
         return
     click.echo(f"{len(result.track_names)} tracks scored on {len(all_rows)} layer(s)")
     click.echo("layer  tokens   live/features  median best r  max best r  median best ncc")
@@ -241,7 +250,7 @@ def _report(result, written: int | None, as_json: bool) -> None:
         paths = [o.best, o.parquet, o.summary_tsv, o.summary_json, o.tracks, o.plot]
         click.echo("wrote " + ", ".join(str(p) for p in paths if p is not None))
     if written is not None:
-        click.echo(f"graph: {written} CORRELATES relationships written")
+        click.echo(f"graph: {written.written} CORRELATES relationships written")
 
 
 def _fmt(value: float | None) -> str:

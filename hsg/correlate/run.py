@@ -21,7 +21,6 @@ import re
 import statistics
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,12 +28,10 @@ import numpy as np
 import torch
 
 from hsg.correlate.stats import CorrelationAccumulator
-from hsg.correlate.tracks import TRACK_KIND, Tracks, region_token_coverage
+from hsg.correlate.tracks import Tracks, region_token_coverage
 from hsg.regions.records import SequenceRecord
 
 if TYPE_CHECKING:
-    import neo4j
-
     from hsg.models.encoder import Encoder
     from hsg.sae.model import SparseAutoencoder
 
@@ -420,52 +417,17 @@ def write_tables(
 
 # --------------------------------------------------------------------------- graph
 
-# Re-running replaces the SAE's CORRELATES to these tracks (all in one transaction), so a
-# smaller --top or new scores never leave stale relationships behind.
-DELETE_CORRELATES = """
-UNWIND $annotation_ids AS aid
-MATCH (f:Feature {sae: $sae})-[r:CORRELATES]->(:Annotation {id: aid})
-DELETE r
-"""
 
-MERGE_CORRELATES = """
-UNWIND $rows AS row
-MERGE (f:Feature {id: row.feature_id})
-ON CREATE SET f.sae = row.sae, f.index = row.index
-MERGE (a:Annotation {id: row.annotation_id})
-ON CREATE SET a.kind = $kind, a.name = row.track, a.source = $source
-MERGE (f)-[r:CORRELATES]->(a)
-SET r.pearson = row.pearson, r.ncc = row.ncc, r.lag = row.lag, r.layer = row.layer,
-    r.rank = row.rank, r.rank_by = $rank_by, r.max_lag = $max_lag, r.tokens = row.tokens,
-    r.computed = $computed
-"""
-
-
-def write_graph(
-    driver: neo4j.Driver,
-    database: str,
-    best: list[dict[str, Any]],
-    scores: dict[int, LayerScores],
-    tracks: Tracks,
-    track_names: Sequence[str],
-    *,
-    rank_by: str,
-    max_lag: int,
-    batch: int = 1000,
-) -> int:
-    """Scored (:Feature)-[:CORRELATES]->(:Annotation) relationships; one transaction per SAE.
-
-    Returns the number of relationships now held for these SAEs and tracks.
-    """
-    computed = datetime.now(timezone.utc).isoformat()
-    annotation_ids = [tracks.annotation_id(t) for t in track_names]
-    written = 0
+def correlation_rows(
+    best: list[dict[str, Any]], scores: dict[int, LayerScores], tracks: Tracks
+) -> dict[str, list[dict[str, Any]]]:
+    """The best features as the plain rows `hsg.graph.analysis_writes.write_correlations`
+    stores: SAE id → one row per (feature, track), layers in order."""
+    rows: dict[str, list[dict[str, Any]]] = {}
     for layer, s in sorted(scores.items()):
-        rows = [
+        rows[s.sae_id] = [
             {
                 "feature_id": r["feature_id"],
-                "sae": r["sae"],
-                "index": r["feature"],
                 "annotation_id": tracks.annotation_id(r["track"]),
                 "track": r["track"],
                 "pearson": r["pearson"],
@@ -478,24 +440,7 @@ def write_graph(
             for r in best
             if r["layer"] == layer
         ]
-
-        def work(tx: neo4j.ManagedTransaction, rows: list[dict] = rows, sae: str = s.sae_id):
-            tx.run(DELETE_CORRELATES, sae=sae, annotation_ids=annotation_ids).consume()
-            for i in range(0, len(rows), batch):
-                tx.run(
-                    MERGE_CORRELATES,
-                    rows=rows[i : i + batch],
-                    kind=TRACK_KIND,
-                    source=tracks.source,
-                    rank_by=rank_by,
-                    max_lag=max_lag,
-                    computed=computed,
-                ).consume()
-
-        with driver.session(database=database) as session:
-            session.execute_write(work)
-        written += len(rows)
-    return written
+    return rows
 
 
 # --------------------------------------------------------------------------- the run
@@ -519,6 +464,7 @@ class CorrelateConfig:
     fmt: str | None = None
     reference: str | None = None
     device: str | None = None
+    allow_model_mismatch: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -533,6 +479,7 @@ class CorrelateResult:
     track_rows: list[dict[str, Any]]
     tracks: Tracks
     outputs: Outputs | None = None
+    graph: Any = None  # hsg.graph.analysis_writes.CorrelationWrite, when written
 
 
 def _read_regions(cfg: CorrelateConfig, warn: Callable[[str], None]) -> list[SequenceRecord]:
@@ -553,8 +500,13 @@ def _read_regions(cfg: CorrelateConfig, warn: Callable[[str], None]) -> list[Seq
 
 
 def _load_saes(
-    found: dict[int, Path], layers: list[int], encoder: Encoder, warn: Callable[[str], None]
+    found: dict[int, Path],
+    layers: list[int],
+    encoder: Encoder,
+    warn: Callable[[str], None],
+    allow_model_mismatch: bool = False,
 ) -> dict[int, SparseAutoencoder]:
+    from hsg.sae.compat import check_compatible
     from hsg.sae.model import SparseAutoencoder
 
     saes = {}
@@ -565,11 +517,9 @@ def _load_saes(
                 f"{encoder.num_layers} (0 = embeddings)"
             )
         sae = SparseAutoencoder.load(found[layer], device=encoder.device).eval()
-        sae.check_input(encoder.hidden_size, f"layer {layer} of {encoder.model_id}")
-        if sae.cfg.model_id and sae.cfg.model_id != encoder.model_id:
-            warn(
-                f"SAE {found[layer]} was trained on {sae.cfg.model_id!r}, not {encoder.model_id!r}"
-            )
+        compat = check_compatible(encoder, sae, layer, allow_model_mismatch=allow_model_mismatch)
+        for message in compat.warnings:
+            warn(message)
         saes[layer] = sae
     return saes
 
@@ -623,7 +573,7 @@ def run_correlate(
             warn(f"--subset {name}: matches none of the scored tracks")
 
     encoder = load_encoder(cfg.model, device=cfg.device)
-    saes = _load_saes(found, layers, encoder, warn)
+    saes = _load_saes(found, layers, encoder, warn, cfg.allow_model_mismatch)
     callback = progress(len(records), len(layers)) if progress else None
     scores, counts = correlate_layers(
         records,

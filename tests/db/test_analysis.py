@@ -25,6 +25,7 @@ from hsg.analysis.pagerank import PageRankConfig, run_pagerank
 from hsg.analysis.targets import TargetsConfig, compute_targets, load_targets
 from hsg.analysis.topology import TopologyConfig, run_topology
 from hsg.cli.analysis import analyze, targets
+from hsg.graph import analysis_writes
 from hsg.graph.writer import GraphWriter, SequenceWrite
 
 pytestmark = pytest.mark.db
@@ -143,8 +144,8 @@ def test_failed_write_leaves_old_scores(session, settings, monkeypatch):
     write_graph(session.driver, settings.database, SMALL)
     first = run_pagerank(session, SAE, ["A", "B"], PageRankConfig())
     before = centrality(session, "A")
-    broken = pr.CREATE_CENTRALITY + "\nWITH count(*) AS n RETURN 1 / 0 AS boom"
-    monkeypatch.setattr(pr, "CREATE_CENTRALITY", broken)
+    broken = analysis_writes.CREATE_CENTRALITY + "\nWITH count(*) AS n RETURN 1 / 0 AS boom"
+    monkeypatch.setattr(analysis_writes, "CREATE_CENTRALITY", broken)
     with pytest.raises(Exception, match="/ by zero"):
         run_pagerank(session, SAE, ["A", "B"], PageRankConfig(damping=0.5))
     assert centrality(session, "A") == before

@@ -81,8 +81,8 @@ def write_fixture(driver, database) -> None:
 @pytest.fixture(scope="module")
 def session(driver, settings):
     """The fixture graph with PageRank for both labels; the queries only read it."""
-    from hsg.db.maintenance import wipe
     from hsg.db.schema import apply_schema
+    from hsg.graph.maintenance import wipe
 
     wipe(driver, settings.database)
     apply_schema(driver, settings.database)
