@@ -24,7 +24,7 @@ The output (`targets.json`) is the steering step's input; its schema, `hsg.targe
       "schema": "hsg.targets/1",
       "created": "2026-01-01T00:00:00+00:00",
       "sae": {"id", "layer", "d_in", "d_sae", "architecture", "config_sha256",
-              "weights_sha256", "model": {"id", "version", "checkpoint_hash"}},
+              "weights_sha256", "model": {"id" (its name), "version", "checkpoint_hash"}},
       "parameters": {"up", "down", "top", "min_support", "pseudo_count",
                      "centrality": {"damping", "weight", "orientation", "max_iterations",
                                     "tolerance", "computed": {"<up>": iso, "<down>": iso}}},
@@ -53,7 +53,7 @@ from hsg.config import JsonConfig
 
 SCHEMA = "hsg.targets/1"
 
-# One CENTRALITY relationship per (label, SAE) stands for all of them: `write_centrality`
+# One CENTRALITY relationship per (label, SAE) stands for all of them: `replace_centrality`
 # gives every relationship of a label the same run parameters in one transaction.
 CENTRALITY_SETTINGS = """
 UNWIND $labels AS name
@@ -195,7 +195,22 @@ def sae_provenance(session: AnalysisSession, sae: str) -> dict[str, Any]:
         if isinstance(config, str)
         else None,
         "weights_sha256": weights,
-        "model": {k: model.get(k) for k in ("id", "version", "checkpoint_hash")},
+        "model": model_provenance(model),
+    }
+
+
+def model_provenance(model: dict[str, Any]) -> dict[str, Any]:
+    """targets.json's `model`: `id` is the model's name, `checkpoint_hash` its weights' hash.
+
+    (:Model) nodes are keyed by checkpoint hash (`id`) and carry the name in `name`; nodes
+    written before that were keyed by name and have no `name`, and read the same here.
+    """
+    if model.get("name") is None:  # keyed by name
+        return {k: model.get(k) for k in ("id", "version", "checkpoint_hash")}
+    return {
+        "id": model["name"],
+        "version": model.get("version"),
+        "checkpoint_hash": model.get("checkpoint_hash") or model.get("id"),
     }
 
 

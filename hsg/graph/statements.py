@@ -1,4 +1,8 @@
-"""Every Cypher statement the writer sends, in one place.
+"""Every Cypher statement the ingest writer sends, in one place.
+
+The other writes live beside it in `hsg.graph`: analysis results (CENTRALITY, CORRELATES)
+in `analysis_writes`, emptying a database in `maintenance`. Nothing outside `hsg.graph`
+writes to the graph.
 
 All of them take parameters; nothing user-supplied is ever spliced into query text. Rows
 arrive in batches and are expanded server-side with UNWIND, so one round trip writes
@@ -12,7 +16,7 @@ Graph model (see ../shared/DESIGN.md):
     (:Sequence)-[:OVERLAPS {start, end}]->(:Annotation {id, kind, name, source})
     (:Sequence)-[:HAS_MOTIF {start, end, strand, score}]->(:Annotation)
     (:Sequence)-[:ENCODED_BY {run, activations}]->(:SAE)     -- the per-sequence commit mark
-    (:Feature)-[:IN_SAE]->(:SAE)-[:READS {layer}]->(:Model)
+    (:Feature)-[:IN_SAE]->(:SAE)-[:READS {layer}]->(:Model {id: checkpoint hash, name, …})
     (:IngestRun {id, …parameters})-[:USED]->(:SAE)
 
 `ENCODED_BY` is written in the same transaction as the sequence's activations: a sequence
@@ -20,13 +24,17 @@ has all of its activations for an SAE, or none and no mark. That makes re-runs i
 and killed runs resumable.
 """
 
+# A Model node is keyed by its checkpoint hash (`id`), not by its name: two checkpoints in
+# directories of the same name are two models, and one checkpoint loaded from two paths is
+# one. The caller's map carries `id` (= checkpoint_hash) and `name` (the model's own id, e.g.
+# its directory name), plus descriptive properties (version, num_layers …).
 MERGE_MODEL = """
 MERGE (m:Model {id: $model.id})
 SET m += $model
 """
 
 MERGE_SAE = """
-MATCH (m:Model {id: $model_id})
+MATCH (m:Model {id: $model_hash})
 MERGE (x:SAE {id: $sae.id})
 SET x += $sae
 MERGE (x)-[r:READS]->(m)

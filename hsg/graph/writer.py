@@ -64,9 +64,12 @@ class GraphWriter:
 
     # --------------------------------------------------------------- provenance
     def register(self, model: dict, sae: dict, d_sae: int, run: dict) -> None:
-        """Model, SAE, its whole feature dictionary and the run node; idempotent."""
+        """Model, SAE, its whole feature dictionary and the run node; idempotent.
+
+        `model["id"]` is the checkpoint hash (the Model node's key) and `model["name"]` the
+        model's own id; see `statements.MERGE_MODEL`."""
         self._write(q.MERGE_MODEL, model=model)
-        self._write(q.MERGE_SAE, model_id=model["id"], sae=sae)
+        self._write(q.MERGE_SAE, model_hash=model["id"], sae=sae)
         for start in range(0, d_sae, 5000):
             indices = list(range(start, min(d_sae, start + 5000)))
             self._write(q.MERGE_FEATURES, sae_id=self.sae_id, indices=indices)

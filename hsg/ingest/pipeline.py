@@ -172,8 +172,9 @@ def run_ingest(
         writer = GraphWriter(driver, database, sae.sae_id, run_id)
         counts_before = writer.counts()
         writer.register(
-            model={
-                "id": encoder.model_id,
+            model={  # keyed by checkpoint hash: same-named directories stay apart
+                "id": encoder.checkpoint_hash,
+                "name": encoder.model_id,
                 "version": encoder.version,
                 "checkpoint_hash": encoder.checkpoint_hash,
                 "num_layers": encoder.num_layers,

@@ -38,7 +38,7 @@ def write_graph(driver, database, sequences, d_sae=8, sae=SAE) -> None:
     """sequences: (id, labels, [(feature, count, activation), ...])."""
     writer = GraphWriter(driver, database, sae, "run-a")
     writer.register(
-        model={"id": "tiny", "version": "v2", "checkpoint_hash": "c0ffee"},
+        model={"id": "c0ffee", "name": "tiny", "version": "v2", "checkpoint_hash": "c0ffee"},
         sae={"id": sae, "layer": 1, "d_sae": d_sae, "config": '{"weights_sha256": "01"}'},
         d_sae=d_sae,
         run={"id": "run-a"},

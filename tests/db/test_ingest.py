@@ -141,6 +141,47 @@ def test_top_k_and_provenance(clean_db, assets):
     assert '"top_k": 3' in run["params"] and len(run["hash"]) == 64
 
 
+def test_two_checkpoints_in_same_named_directories_are_two_models(clean_db, assets, tmp_path):
+    """Model nodes are keyed by checkpoint hash, not by the directory name (`model` here for
+    both), so each SAE reads its own model and neither model's provenance is overwritten."""
+    from hsg.models.encoder import load_encoder
+    from hsg.models.tiny import make_tiny
+    from hsg.sae.config import SAEConfig
+    from hsg.sae.model import SparseAutoencoder
+
+    make_tiny(tmp_path / "elsewhere" / "model", "v2", seed=2)
+    other = load_encoder(tmp_path / "elsewhere" / "model", device="cpu")
+    first = assets["encoder"]
+    assert other.model_id == first.model_id == "model"
+    assert other.checkpoint_hash != first.checkpoint_hash
+    torch.manual_seed(1)
+    cfg = SAEConfig(d_in=other.hidden_size, d_sae=48, model_id=other.model_id, layer=1)
+    other_sae = SparseAutoencoder(cfg)
+    other_sae.save(tmp_path / "other_sae")
+
+    runner = CliRunner()
+    assert runner.invoke(cli, ingest_args(assets)).exit_code == 0
+    args = ["ingest", str(assets["data"]), "--model", str(tmp_path / "elsewhere" / "model")]
+    result = runner.invoke(cli, [*args, "--sae", str(tmp_path / "other_sae")])
+    assert result.exit_code == 0, result.output
+
+    rows = clean_db.execute_query(
+        "MATCH (m:Model) "
+        "RETURN m.id AS id, m.name AS name, m.checkpoint_hash AS hash, m.version AS version, "
+        "       COLLECT { MATCH (x:SAE)-[:READS]->(m) RETURN x.id } AS saes "
+        "ORDER BY id"
+    ).records
+    got = {r["id"]: (r["name"], r["hash"], r["version"], r["saes"]) for r in rows}
+    assert got == {
+        first.checkpoint_hash: ("model", first.checkpoint_hash, "v2", [assets["sae_obj"].sae_id]),
+        other.checkpoint_hash: ("model", other.checkpoint_hash, "v2", [other_sae.sae_id]),
+    }
+    # the same checkpoint again (here: from the same directory) is the same node
+    assert runner.invoke(cli, ingest_args(assets)).exit_code == 0
+    count = clean_db.execute_query("MATCH (m:Model) RETURN count(m) AS c").records[0]["c"]
+    assert count == 2
+
+
 def test_new_label_on_existing_sequences(clean_db, assets):
     runner = CliRunner()
     assert runner.invoke(cli, ingest_args(assets)).exit_code == 0

@@ -63,7 +63,7 @@ def fixture_writes() -> list[SequenceWrite]:
 def write_fixture(driver, database) -> None:
     writer = GraphWriter(driver, database, SAE, "run-q")
     writer.register(
-        model={"id": "tiny", "version": "v2", "checkpoint_hash": "c0ffee"},
+        model={"id": "c0ffee", "name": "tiny", "version": "v2", "checkpoint_hash": "c0ffee"},
         sae={
             "id": SAE,
             "layer": 1,

@@ -15,7 +15,7 @@ SAE = "tiny/L1/relu-8-abcdef12"
 def _writer(driver, settings, run="run-1") -> GraphWriter:
     w = GraphWriter(driver, settings.database, SAE, run)
     w.register(
-        model={"id": "tiny", "version": "v2"},
+        model={"id": "c0ffee", "name": "tiny", "version": "v2", "checkpoint_hash": "c0ffee"},
         sae={"id": SAE, "layer": 1, "d_sae": 8},
         d_sae=8,
         run={"id": run},

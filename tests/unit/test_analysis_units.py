@@ -13,7 +13,14 @@ from click.testing import CliRunner
 
 from hsg.analysis.pagerank import PageRankConfig, normalized
 from hsg.analysis.plots import plot_fragmentation
-from hsg.analysis.targets import SCHEMA, Target, TargetsConfig, TargetsReport, load_targets
+from hsg.analysis.targets import (
+    SCHEMA,
+    Target,
+    TargetsConfig,
+    TargetsReport,
+    load_targets,
+    model_provenance,
+)
 from hsg.analysis.topology import TopologyConfig, bipartite_density, removal_thresholds
 from hsg.cli import cli
 from hsg.db.cypher import list_queries
@@ -27,6 +34,18 @@ ANALYSIS_QUERIES = {
     "sequences_for_feature",
     "top_features_for_label",
 }
+
+
+def test_targets_model_is_named_by_its_name_with_the_hash_beside_it():
+    # Model nodes are keyed by checkpoint hash, with the model's name in `name`
+    node = {"id": "ab12", "name": "nt-v2-50m", "version": "v2", "checkpoint_hash": "ab12"}
+    expected = {"id": "nt-v2-50m", "version": "v2", "checkpoint_hash": "ab12"}
+    assert model_provenance(node) == expected
+    assert model_provenance({"id": "ab12", "name": "nt-v2-50m", "version": "v2"}) == expected
+    # nodes written before, keyed by name, read the same
+    legacy = {"id": "nt-v2-50m", "version": "v2", "checkpoint_hash": "ab12"}
+    assert model_provenance(legacy) == expected
+    assert model_provenance({}) == {"id": None, "version": None, "checkpoint_hash": None}
 
 
 def test_pagerank_config_round_trips_and_validates():
