@@ -82,3 +82,42 @@ def test_failed_batch_leaves_nothing(clean_db, settings):
         w.write_batch(bad)
     counts = w.counts()
     assert counts["sequences"] == 0 and counts["activates"] == 0 and counts["encoded_by"] == 0
+
+
+def _indexes(driver) -> set[str]:
+    rows = driver.execute_query("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP' RETURN name")
+    return {r["name"] for r in rows.records}
+
+
+OBSOLETE = {
+    "sequence_ingest_run": "CREATE INDEX sequence_ingest_run IF NOT EXISTS "
+    "FOR (s:Sequence) ON (s.run)",
+    "feature_sae_index": "CREATE INDEX feature_sae_index IF NOT EXISTS "
+    "FOR (f:Feature) ON (f.sae, f.index)",
+}
+
+
+def test_init_drops_obsolete_indexes(clean_db, settings):
+    from hsg.db.schema import apply_schema
+
+    assert not set(OBSOLETE) & _indexes(clean_db)
+    # a server initialised by an earlier version still has them
+    for statement in OBSOLETE.values():
+        clean_db.execute_query(statement)
+    assert set(OBSOLETE) <= _indexes(clean_db)
+    apply_schema(clean_db, settings.database)
+    after = _indexes(clean_db)
+    assert not set(OBSOLETE) & after
+    assert {"feature_sae", "sequence_locus", "annotation_kind", "model_id"} <= after
+    apply_schema(clean_db, settings.database)  # and again: nothing to drop is no error
+    assert _indexes(clean_db) == after
+
+
+def test_features_of_an_sae_are_found_through_the_index(clean_db, settings):
+    """The writer's per-batch feature list and the per-SAE queries look features up by
+    their SAE alone: that lookup must be an index seek, not a scan of every Feature."""
+    _writer(clean_db, settings)
+    plan = clean_db.execute_query(
+        "EXPLAIN MATCH (f:Feature {sae: $sae}) RETURN f", sae=SAE
+    ).summary.plan
+    assert "NodeIndexSeek" in plan["args"]["string-representation"]
