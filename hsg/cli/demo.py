@@ -201,6 +201,16 @@ def _labels(path: Path) -> list[str]:
     return sorted(names, key=lambda n: ("non" in n or "negative" in n, n))
 
 
+def _named(driver, database: str, name: str, **params) -> list:
+    """Rows of a query of the `queries/` library, with exactly its own parameters."""
+    from hsg.db.cypher import load_query
+
+    query = load_query(name)
+    if set(params) != set(query.params):
+        raise ValueError(f"query {name!r} takes {sorted(query.params)}, got {sorted(params)}")
+    return driver.execute_query(query.text, parameters_=params, database_=database).records
+
+
 def _show_graph() -> None:
     """What a user would look at first in Neo4j Browser, printed."""
     from hsg.db.connection import driver_session
@@ -208,28 +218,14 @@ def _show_graph() -> None:
 
     settings = ConnectionSettings.from_env()
     with driver_session(settings) as driver:
-        rows = driver.execute_query(
-            "MATCH (l:Label)<-[:HAS_LABEL]-(s:Sequence) "
-            "OPTIONAL MATCH (s)-[a:ACTIVATES]->(f:Feature) "
-            "WITH l, count(DISTINCT s) AS sequences, count(a) AS activations, "
-            "     count(DISTINCT f) AS features "
-            "RETURN l.name AS label, sequences, activations, features ORDER BY label",
-            database_=settings.database,
-        ).records
+        rows = _named(driver, settings.database, "label_summary")
         click.secho("\nstored per label:", bold=True)
         for r in rows:
             click.echo(
                 f"  {r['label']:<20} {r['sequences']:>6} sequences  "
                 f"{r['activations']:>8} activations  {r['features']:>5} features"
             )
-        top = driver.execute_query(
-            "MATCH (l:Label)<-[:HAS_LABEL]-(s:Sequence)-[a:ACTIVATES]->(f:Feature) "
-            "WITH l.name AS label, f.id AS feature, count(DISTINCT s) AS sequences "
-            "ORDER BY label, sequences DESC "
-            "WITH label, collect({feature: feature, sequences: sequences})[..3] AS top "
-            "RETURN label, top",
-            database_=settings.database,
-        ).records
+        top = _named(driver, settings.database, "most_shared_features", limit=3)
         click.secho("most shared features per label:", bold=True)
         for r in top:
             shown = ", ".join(f"{t['feature']} ({t['sequences']})" for t in r["top"])

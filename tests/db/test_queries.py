@@ -131,6 +131,42 @@ def test_label_composition(session):
     ]
 
 
+def test_label_summary(session):
+    # over every SAE; the same numbers as label_composition on this one-SAE graph
+    assert session.named("label_summary") == [
+        {"label": "binding", "sequences": 3, "activations": 7, "features": 4},
+        {"label": "empty", "sequences": 1, "activations": 0, "features": 0},
+        {"label": "non_binding", "sequences": 3, "activations": 6, "features": 3},
+    ]
+
+
+def test_most_shared_features(session):
+    def top(limit):
+        rows = session.named("most_shared_features", limit=limit)
+        return {r["label"]: [(t["feature"], t["sequences"]) for t in r["top"]] for r in rows}
+
+    # f0 is on all three binding sequences; ties (one sequence each) go by feature id;
+    # `empty` activates nothing and is left out
+    assert top(3) == {
+        "binding": [(f(0), 3), (f(1), 1), (f(2), 1)],
+        "non_binding": [(f(1), 2), (f(2), 2), (f(4), 1)],
+    }
+    assert top(1) == {"binding": [(f(0), 3)], "non_binding": [(f(1), 2)]}
+    assert [len(v) for v in top(10).values()] == [4, 3]
+
+
+def test_every_query_of_the_library_is_tested_here():
+    from hsg.db.cypher import list_queries
+
+    tested = {
+        name.removeprefix("test_")
+        for name, value in globals().items()
+        if name.startswith("test_") and callable(value)
+    }
+    untested = sorted(q.name for q in list_queries() if q.name not in tested)
+    assert untested == [], f"add a test_<query name> to {__file__}"
+
+
 def test_sequences_for_feature(session):
     rows = session.named("sequences_for_feature", feature=f(0), limit=10)
     assert rows == [

@@ -31,6 +31,8 @@ ANALYSIS_QUERIES = {
     "differential_centrality",
     "feature_neighbourhood",
     "label_composition",
+    "label_summary",
+    "most_shared_features",
     "sequences_for_feature",
     "top_features_for_label",
 }
