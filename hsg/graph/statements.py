@@ -121,6 +121,27 @@ MERGE (s)-[r:HAS_MOTIF {start: row.props.start, end: row.props.end, strand: row.
 SET r += row.props
 """
 
+# How the writer links a sequence to an annotation, by the hit's relationship type
+# (`AnnotationHit.relationship`). A new annotation source linking by one of these types
+# needs no change here; a new type needs its statement here first.
+LINK_STATEMENTS = {
+    "OVERLAPS": LINK_OVERLAPS,
+    "HAS_MOTIF": LINK_MOTIFS,
+}
+
+
+def link_statement(relationship: str) -> str:
+    """The statement that writes `relationship` links; fails clearly on an unknown type."""
+    try:
+        return LINK_STATEMENTS[relationship]
+    except KeyError:
+        known = ", ".join(sorted(LINK_STATEMENTS))
+        raise ValueError(
+            f"no statement writes annotation links of type {relationship!r} (known: {known}); "
+            "add one to hsg.graph.statements.LINK_STATEMENTS"
+        ) from None
+
+
 COUNTS = """
 CALL () { MATCH (n:Sequence) RETURN count(n) AS sequences }
 CALL () { MATCH (n:Feature) RETURN count(n) AS features }

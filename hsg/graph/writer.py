@@ -91,16 +91,17 @@ class GraphWriter:
         seq_rows = [{"id": s.id, "props": s.props, "labels": list(s.labels)} for s in items]
         act_rows = [{"id": s.id, "acts": s.activations} for s in items if s.activations is not None]
         annotations: dict[str, dict] = {}
-        overlaps, motifs = [], []
+        links: dict[str, list[dict]] = {}  # relationship type → rows
         for s in items:
             for hit in s.annotations:
+                q.link_statement(hit.relationship)  # an unknown type fails before writing
                 annotations.setdefault(hit.annotation_id, hit.node_properties())
                 row = {
                     "seq": s.id,
                     "ann": hit.annotation_id,
                     "props": hit.relationship_properties(),
                 }
-                (motifs if hit.relationship == "HAS_MOTIF" else overlaps).append(row)
+                links.setdefault(hit.relationship, []).append(row)
 
         def work(tx: neo4j.ManagedTransaction) -> WriteStats:
             stats = WriteStats()
@@ -108,10 +109,9 @@ class GraphWriter:
             if annotations:
                 rows = list(annotations.values())
                 stats.add(tx.run(q.MERGE_ANNOTATIONS, rows=rows).consume().counters)
-            if overlaps:
-                stats.add(tx.run(q.LINK_OVERLAPS, rows=overlaps).consume().counters)
-            if motifs:
-                stats.add(tx.run(q.LINK_MOTIFS, rows=motifs).consume().counters)
+            for relationship, rows in links.items():
+                statement = q.link_statement(relationship)
+                stats.add(tx.run(statement, rows=rows).consume().counters)
             if act_rows:
                 counters = (
                     tx.run(

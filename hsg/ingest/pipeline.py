@@ -22,8 +22,8 @@ import torch
 from hsg.config import JsonConfig
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
 from hsg.iterutils import batched
-from hsg.regions.annotations import AnnotationHit
 from hsg.regions.records import SequenceRecord
+from hsg.regions.sources import annotate_all, build_sources
 
 
 @dataclass
@@ -118,36 +118,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class Annotator:
-    """Every annotation source the run asked for, applied to one record."""
-
-    def __init__(self, cfg: IngestConfig) -> None:
-        from hsg.regions.intervals import load_bed_intervals
-
-        self.indexes = [load_bed_intervals(path) for path in cfg.annotations]
-        self.g4 = cfg.g4
-        self.scanner = None
-        if cfg.jaspar:
-            from hsg.regions.motifs import MotifScanner
-
-            self.scanner = MotifScanner(pvalue=cfg.jaspar_pvalue)
-
-    def annotate(self, records: list[SequenceRecord]) -> list[list[AnnotationHit]]:
-        from hsg.regions.motifs import find_g_quadruplexes
-
-        hits: list[list[AnnotationHit]] = [[] for _ in records]
-        for i, record in enumerate(records):
-            for index in self.indexes:
-                if record.chrom is not None:
-                    hits[i].extend(index.annotate(record))
-            if self.g4:
-                hits[i].extend(find_g_quadruplexes(record.sequence))
-        if self.scanner is not None:
-            for i, motif_hits in enumerate(self.scanner.scan_many([r.sequence for r in records])):
-                hits[i].extend(motif_hits)
-        return hits
-
-
 def run_ingest(
     cfg: IngestConfig,
     records: Iterable[SequenceRecord],
@@ -164,7 +134,9 @@ def run_ingest(
     run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     summary = IngestSummary(run_id=run_id, dry_run=cfg.dry_run)
     started = time.perf_counter()  # the summary's time includes loading the annotators
-    annotator = Annotator(cfg)
+    sources = build_sources(
+        annotations=cfg.annotations, g4=cfg.g4, jaspar=cfg.jaspar, jaspar_pvalue=cfg.jaspar_pvalue
+    )
 
     writer = None
     background = None
@@ -231,7 +203,7 @@ def run_ingest(
             # annotation links are MERGEd, so annotating stored sequences again is harmless
             # and lets a later run add a new annotation source to them
             unique = list({r.id: r for r in batch}.values())
-            for record, record_hits in zip(unique, annotator.annotate(unique), strict=True):
+            for record, record_hits in zip(unique, annotate_all(sources, unique), strict=True):
                 writes[record.id].annotations = record_hits
                 summary.annotation_links += len(record_hits)
             pending.extend(writes.values())

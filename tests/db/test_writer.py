@@ -84,6 +84,22 @@ def test_failed_batch_leaves_nothing(clean_db, settings):
     assert counts["sequences"] == 0 and counts["activates"] == 0 and counts["encoded_by"] == 0
 
 
+def test_unknown_link_type_is_refused_and_nothing_written(clean_db, settings):
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    @dataclass(frozen=True)
+    class Mention(AnnotationHit):
+        relationship: ClassVar[str] = "MENTIONS"
+
+    w = _writer(clean_db, settings)
+    batch = _batch()
+    batch[0].annotations.append(Mention("paper:1", "paper", "a paper", "test", 0, 6, "."))
+    with pytest.raises(ValueError, match="MENTIONS"):
+        w.write_batch(batch)
+    assert w.counts()["sequences"] == 0
+
+
 def _indexes(driver) -> set[str]:
     rows = driver.execute_query("SHOW INDEXES YIELD name, type WHERE type <> 'LOOKUP' RETURN name")
     return {r["name"] for r in rows.records}
