@@ -82,6 +82,22 @@ class LazyGroup(click.Group):
 LOG_LEVEL_ENV = "HSG_LOG_LEVEL"  # read by hsg.db.connection too (server notifications)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is at each record, like click.echo: a handler holding the
+    stream of the moment would write into a closed one once click's test runner restores it."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging() -> None:
     """Log hsg's messages (and, at DEBUG, the Neo4j server's notifications) to stderr at the
     level in `HSG_LOG_LEVEL`; unset, logging is left as Python's default (warnings only).
@@ -96,7 +112,11 @@ def configure_logging() -> None:
     if not isinstance(level, int):
         click.echo(f"hsg: ignoring {LOG_LEVEL_ENV}={name!r}: not a logging level", err=True)
         return
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     logging.getLogger("hsg").setLevel(level)
     if level <= logging.DEBUG:
         logging.getLogger("neo4j.notifications").setLevel(logging.DEBUG)
