@@ -43,8 +43,9 @@ class AnalysisSession:
     def records(self, statement: str, **params: Any) -> list[dict[str, Any]]:
         """Rows of a read statement as plain dicts.
 
-        Server notifications are off: the library's queries name relationship types a graph
-        may not have yet (OVERLAPS before any BED annotation), which is expected, not news.
+        Server notifications follow the driver (`hsg.db.connection`): off unless
+        HSG_LOG_LEVEL=DEBUG, since the library's queries name relationship types a graph may
+        not have yet (OVERLAPS before any BED annotation), which is expected, not news.
         """
         with self._session(read=True) as session:
             return session.execute_read(lambda tx: [r.data() for r in tx.run(statement, params)])
@@ -72,7 +73,6 @@ class AnalysisSession:
         return self.driver.session(
             database=self.database,
             default_access_mode=neo4j.READ_ACCESS if read else neo4j.WRITE_ACCESS,
-            notifications_min_severity="OFF",
         )
 
 
