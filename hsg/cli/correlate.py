@@ -13,7 +13,12 @@ from pathlib import Path
 import click
 
 from hsg.cli.db_options import connection_options
-from hsg.cli.options import device_option, model_option, reference_option
+from hsg.cli.options import (
+    allow_mismatch_option,
+    device_option,
+    model_option,
+    reference_option,
+)
 from hsg.db.settings import ConnectionSettings
 
 
@@ -103,6 +108,7 @@ def _warn(msg: str) -> None:
     help="Arithmetic of each batch's correlation products. float32 halves the time of that step (not of the encoder) and agrees with float64 to ~1e-6 in r; the running sums are float64 either way.",
 )
 @device_option
+@allow_mismatch_option
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
 @click.option(
     "--write-graph",
@@ -127,6 +133,7 @@ def correlate(
     batch_size: int,
     precision: str,
     device: str | None,
+    allow_model_mismatch: bool,
     no_plot: bool,
     write_graph: bool,
     as_json: bool,
@@ -140,83 +147,49 @@ def correlate(
     Writes best_features.tsv (+ .parquet), layer_summary.tsv/.json, tracks.tsv and
     best_scores_by_layer.png into --out.
     """
-    from hsg.correlate.run import (
-        CorrelateConfig,
-        CorrelateError,
-        correlation_rows,
-        parse_layers,
-        parse_subsets,
-        run_correlate,
-    )
-    from hsg.correlate.tracks import TRACK_KIND
+    from hsg import api
+    from hsg.cli.errors import Bars
+    from hsg.correlate.run import CorrelateError, parse_layers, parse_subsets
     from hsg.db.errors import DatabaseError
-    from hsg.graph.analysis_writes import write_correlations
+    from hsg.sae.compat import IncompatibleError
     from hsg.sae.model import SAELoadError
 
-    driver = None
+    connection = None
     try:
         parsed = parse_subsets(subsets)
-        cfg = CorrelateConfig(
-            regions=regions,
-            tracks=tracks,
-            model=model_dir,
-            sae_dir=sae_dir,
-            layers=parse_layers(layers) if layers else None,
-            max_lag=max_lag,
-            top=top,
-            rank_by=rank_by,
-            subsets={name: p.pattern for name, p in parsed.items()},
-            batch_size=batch_size,
-            precision=precision,
-            fmt=fmt,
-            reference=str(reference) if reference else None,
-            device=device,
-        )
         if write_graph:  # fail before the encoding, not after it
-            from hsg.db.connection import open_driver
-
-            driver = open_driver(settings)
-        result = run_correlate(
-            cfg, out_dir, warn=_warn, progress=_progress(as_json), plot=not no_plot
-        )
-        written = None
-        if driver is not None:
-            written = write_correlations(
-                driver,
-                settings.database,
-                correlation_rows(result.best, result.scores, result.tracks),
-                [result.tracks.annotation_id(t) for t in result.track_names],
-                kind=TRACK_KIND,
-                source=result.tracks.source,
-                rank_by=rank_by,
+            connection = api.connection_for(settings)
+        with Bars(disable=as_json, unit="region") as bars:
+            result = api.correlate(
+                regions,
+                tracks,
+                model_dir,
+                sae_dir,
+                out=out_dir,
+                layers=parse_layers(layers) if layers else None,
                 max_lag=max_lag,
+                top=top,
+                rank_by=rank_by,
+                subsets={name: p.pattern for name, p in parsed.items()},
+                batch_size=batch_size,
+                precision=precision,
+                fmt=fmt,
+                reference=reference,
+                device=device,
+                allow_model_mismatch=allow_model_mismatch,
+                plot=not no_plot,
+                connection=connection,
+                warn=_warn,
+                progress=bars,
             )
-    except (CorrelateError, SAELoadError, DatabaseError) as exc:
+    except (CorrelateError, SAELoadError, DatabaseError, IncompatibleError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (ValueError, FileNotFoundError) as exc:  # InputError, model errors
         raise click.ClickException(f"bad input: {exc}") from exc
     finally:
-        if driver is not None:
-            driver.close()
-    _report(result, written, as_json)
-
-
-def _progress(quiet: bool):
-    def start(total: int, n_layers: int):
-        if quiet:
-            return None
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=total,
-            desc=f"correlating {n_layers} layer(s)",
-            unit="region",
-            leave=False,
-            disable=None,
-        )
-        return bar.update
-
-    return start
+        if connection is not None:
+            connection.close()
+    _report(result, result.graph, as_json)
 
 
 def _report(result, written, as_json: bool) -> None:
