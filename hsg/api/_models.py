@@ -91,8 +91,10 @@ def embed_to_file(
 ) -> EmbedSummary:
     """Write the hidden states of ``layer`` for every sequence of a regions file (the layout
     of `hsg.models.output`; `hsg sae train --activations` reads it)."""
+    from hsg.fileio import ensure_writable
     from hsg.models.output import EmbeddingWriter
 
+    ensure_writable(out, directory=fmt == "npy")
     encoder = load_encoder(model, device=device, dtype=dtype)
     layer = encoder.model.check_layer(layer)
     if final_norm and layer != encoder.num_layers:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hsg.api._load import PathLike, load_encoder, load_sae, read_regions
+from hsg.fileio import ensure_writable
 
 if TYPE_CHECKING:
     from hsg.models.encoder import Encoder
@@ -106,6 +107,7 @@ def train_classifier(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise ClassifierError(f"{out} is not empty (use --force to write into it)")
+    ensure_writable(out, directory=True)
     device = check_device(device)
     kind = on or ("latents" if sae is not None else "hidden")
     if kind == "latents" and sae is None:
@@ -284,7 +286,7 @@ def steer(
     )
 
     device = check_device(device)
-    out = Path(out)
+    out = ensure_writable(out, directory=True)
     sae_obj = load_sae(sae, device)
     doc, target_list = read_targets(targets, sae_obj)
     if max_targets is not None:
@@ -385,6 +387,7 @@ def depmap(
             raise InputError(f"{data}: no sequence with id {seq_id!r}")
         sequence, name = found[0].sequence, found[0].id
     assert sequence is not None
+    ensure_writable(out, directory=True)
     device = check_device(device)
     sae_obj = load_sae(sae, device)
     encoder = load_encoder(model, device=device)

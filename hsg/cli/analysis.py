@@ -41,9 +41,21 @@ def _emit(text: str, out: Path | None) -> None:
     if out is None or str(out) == "-":
         click.echo(text, nl=False)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        from hsg.fileio import atomic_write_text
+
+        with _errors():
+            atomic_write_text(out, text)
         _progress(f"wrote {out}")
+
+
+def _check_out(out: Path | None, directory: bool = False) -> None:
+    """Fail on an unwritable output before the work (PageRank replaces stored scores)."""
+    if out is None or str(out) == "-":
+        return
+    from hsg.fileio import ensure_writable
+
+    with _errors():
+        ensure_writable(out, directory=directory)
 
 
 def _pagerank_options(func):
@@ -120,6 +132,7 @@ def pagerank(
     """
     from hsg import api
 
+    _check_out(out)
     with _errors():
         run = api.pagerank(
             labels,
@@ -174,6 +187,7 @@ def topology(
     from hsg import api
     from hsg.analysis.plots import plot_fragmentation
 
+    _check_out(out_dir, directory=True)
     with _errors():
         report = api.topology(
             labels,
@@ -238,6 +252,7 @@ def targets(settings, up, down, sae, top, min_support, pseudo_count, fmt, out) -
     """
     from hsg import api
 
+    _check_out(out)
     with _errors():
         report = api.targets(
             up,

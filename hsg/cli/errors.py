@@ -19,6 +19,7 @@ def user_errors(prefix_input: bool = True) -> Iterator[None]:
     """One-line `click.ClickException`s for every error a user can cause."""
     from hsg.analysis import AnalysisError
     from hsg.db.errors import DatabaseError
+    from hsg.fileio import OutputError
     from hsg.regions.records import InputError
 
     try:
@@ -27,7 +28,7 @@ def user_errors(prefix_input: bool = True) -> Iterator[None]:
         raise
     except InputError as exc:
         raise click.ClickException(f"bad input: {exc}" if prefix_input else str(exc)) from exc
-    except (ValueError, FileNotFoundError, DatabaseError, AnalysisError) as exc:
+    except (ValueError, FileNotFoundError, OutputError, DatabaseError, AnalysisError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -190,6 +190,8 @@ def embed_cmd(
         raise click.ClickException(f"{input_path}: {exc}") from exc
     except (RuntimeError, ValueError) as exc:  # InputError names file and line; bad --dtype
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # hsg.fileio.OutputError, or the disk filling up while writing
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
     click.echo(
         f"wrote layer {summary.layer} of {summary.model_id} for {summary.rows} rows "
         f"({summary.tokens} nucleotide tokens, d={summary.hidden_size}) to {out}",

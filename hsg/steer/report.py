@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hsg.fileio import atomic_write_text
 from hsg.steer.metrics import binary_metrics, jsonable, roc_curve
 from hsg.steer.run import SteerResult, Target
 
@@ -263,7 +264,7 @@ def write_steer_report(
         "conditions": rows,
         "figures": figures,
     }
-    (out / METRICS_FILE).write_text(json.dumps(jsonable(doc), indent=2) + "\n")
+    atomic_write_text(out / METRICS_FILE, json.dumps(jsonable(doc), indent=2) + "\n")
     np.savez_compressed(
         out / PROBS_FILE,
         ids=np.array(result.ids),
@@ -275,7 +276,7 @@ def write_steer_report(
         min_act=np.array([c.intervention.min_act for c in result.conditions], dtype=np.float64),
         alpha=np.array([c.intervention.alpha for c in result.conditions], dtype=np.float64),
     )
-    (out / REPORT_FILE).write_text(_steer_markdown(doc, targets))
+    atomic_write_text(out / REPORT_FILE, _steer_markdown(doc, targets))
     return doc
 
 
@@ -396,7 +397,7 @@ def write_depmap(
         "files": ["depmap.tsv", "mutations.tsv", "sensitivity.tsv", "delta.npy"]
         + (["depmap.png"] if plots else []),
     }
-    (out / "depmap.json").write_text(json.dumps(jsonable(doc), indent=2) + "\n")
+    atomic_write_text(out / "depmap.json", json.dumps(jsonable(doc), indent=2) + "\n")
     if plots:
         plot_depmap(out / "depmap.png", dm, m, spec)
     return doc
