@@ -56,8 +56,8 @@ def tiny(tmp_path_factory):
 
 def test_embed_refuses_an_unwritable_out_before_encoding(tiny, tmp_path):
     out = _blocked(tmp_path) / "emb.safetensors"
-    res = CliRunner().invoke(cli, ["models", "embed", "--model", str(tiny), "--layer", "1",
-                                   str(FIXTURES / "loci_small.tsv"), "--out", str(out)])  # fmt: skip
+    args = ["models", "embed", "--model", str(tiny), "--layer", "1"]
+    res = CliRunner().invoke(cli, [*args, str(FIXTURES / "loci_small.tsv"), "--out", str(out)])
     assert res.exit_code == 1 and "cannot write" in res.output
     assert "Traceback" not in res.output
 
