@@ -5,20 +5,34 @@ consumes batches while the file is still being read, and a genome-scale BED neve
 fit in memory. Argument and file-level problems (missing file, unknown format, missing
 reference, missing TSV columns) are raised when `read_records` is called, before the first
 record; line-level problems are raised when the iteration reaches the offending line.
+
+Every text input is read the same way (`open_text`): plain or gzipped, with or without a
+UTF-8 byte-order mark, and a corrupt or truncated gzip file is an `InputError` like any other
+bad input, never a decompression traceback.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import re
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from hsg.regions.records import InputError, SequenceRecord, build_record, check_bases
+from hsg.regions.records import (
+    MAX_KEY_BYTES,
+    InputError,
+    SequenceRecord,
+    build_record,
+    check_bases,
+    check_key,
+    shorten,
+)
 
 if TYPE_CHECKING:
     import pyfaidx
@@ -49,6 +63,17 @@ _CANONICAL_ID = re.compile(r"^(?P<chrom>[^:\s]+):(?P<start>\d+)-(?P<end>\d+)\((?
 
 LabelColumn = int | str | None
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# What a damaged gzip stream raises: EOFError when truncated, BadGzipFile (an OSError) for a
+# bad header or CRC, zlib.error for garbage inside the deflate data.
+_GZIP_ERRORS = (EOFError, OSError, zlib.error)
+# Garbage inside a gzip file can decompress into plausible text: the reader then reports a
+# bad line, and zlib or the CRC notice the damage only further on. On such an error this
+# much more of the file is decompressed to tell damage from a genuine bad line (bounded, so
+# an ordinary typo in a large file is still reported at once).
+_DAMAGE_CHECK_BYTES = 4 << 20
+
 
 def detect_format(path: str | Path, fmt: str | None = None) -> str:
     """The format named by ``fmt`` or by the extension (``.gz`` ignored)."""
@@ -69,18 +94,118 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
     )
 
 
-def open_text(path: Path) -> IO[str]:
+class TextInput:
+    """Lines of a text input, counting them, with read errors turned into `InputError`.
+
+    Iterate over it (or call `readline`) like a text file. A decompression error names the
+    file and the last line that could be read: the lines before it were complete and valid
+    gzip data, everything from there on is lost. Used as a context manager, an `InputError`
+    raised inside the block for a gzip file is replaced by a corruption error if the data
+    just after it turns out to be damaged (see `_DAMAGE_CHECK_BYTES`).
+    """
+
+    def __init__(self, path: Path, raw: IO[bytes], compressed: bool) -> None:
+        self.path = path
+        self.compressed = compressed
+        self.lines_read = 0
+        self.damaged = False  # a decompression error was reported
+        # utf-8-sig drops a leading byte-order mark (and reads files without one unchanged).
+        self._text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None)
+
+    def _error(self, exc: BaseException) -> InputError:
+        self.damaged = True
+        reason = str(exc) or type(exc).__name__
+        if self.lines_read:
+            at = f"unreadable after line {self.lines_read}"
+        else:
+            at = "unreadable from the start"
+        return InputError(f"{self.path}: corrupt or truncated gzip file, {at} ({reason})")
+
+    def _damage_ahead(self) -> BaseException | None:
+        """The decompression error in the next `_DAMAGE_CHECK_BYTES`, if there is one."""
+        left = _DAMAGE_CHECK_BYTES
+        try:
+            while left > 0:
+                chunk = self._text.buffer.read(min(left, 1 << 16))
+                if not chunk:
+                    return None
+                left -= len(chunk)
+        except _GZIP_ERRORS as exc:
+            return exc
+        return None
+
+    def readline(self) -> str:
+        try:
+            line = self._text.readline()
+        except _GZIP_ERRORS as exc:
+            if not self.compressed:
+                raise
+            raise self._error(exc) from exc
+        if line:
+            self.lines_read += 1
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        # A generator over the C-level line iterator: per line, no call into readline.
+        try:
+            for line in self._text:
+                self.lines_read += 1
+                yield line
+        except _GZIP_ERRORS as exc:
+            if not self.compressed:
+                raise
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        self._text.close()
+
+    def __enter__(self) -> TextInput:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if self.compressed and not self.damaged and isinstance(exc, InputError):
+                damage = self._damage_ahead()
+                if damage is not None:
+                    reason = str(damage) or type(damage).__name__
+                    raise InputError(
+                        f"{self.path}: corrupt or truncated gzip file ({reason}); "
+                        f"probably the cause of: {exc}"
+                    ) from exc
+        finally:
+            self.close()
+
+
+def open_text(path: Path) -> TextInput:
     """Open plain or gzipped text; gzip is detected from the magic bytes, not the name.
 
-    Undecodable bytes become U+FFFD so that they surface as an invalid-base `InputError` with
-    file and line instead of a bare UnicodeDecodeError.
+    A UTF-8 byte-order mark is skipped, so a file saved "with BOM" reads exactly like the
+    same file without one. Undecodable bytes become U+FFFD so that they surface as an
+    invalid-base `InputError` with file and line instead of a bare UnicodeDecodeError; a
+    UTF-16 file (byte-order mark FF FE or FE FF) is refused up front. A corrupt or truncated
+    gzip file raises `InputError` when the reading reaches the damage.
     """
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        raw = gzip.open(path, "rb")
-        return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
-    return open(path, encoding="utf-8", errors="replace", newline=None)
+        head = fh.read(2)
+    compressed = head == _GZIP_MAGIC
+    raw: gzip.GzipFile | io.BufferedReader
+    raw = gzip.GzipFile(path, "rb") if compressed else open(path, "rb")
+    text = TextInput(path, raw, compressed)
+    try:
+        if compressed:
+            try:
+                head = raw.peek(2)[:2]  # the first decompressed bytes, not consumed
+            except _GZIP_ERRORS as exc:
+                raise text._error(exc) from exc
+        if head in _UTF16_BOMS:
+            raise InputError(
+                f"{path}: the file is UTF-16 encoded (it starts with a UTF-16 byte-order "
+                "mark); save it as UTF-8"
+            )
+    except BaseException:
+        text.close()
+        raise
+    return text
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -109,6 +234,8 @@ def read_records(
     p = _existing_file(path)
     kind = detect_format(p, fmt)
     names = DEFAULT_LABEL_NAMES if label_names is None else label_names
+    if label is not None:
+        check_key(label, "label", str(p))
     if kind == "bed":
         records = _read_bed(p, reference, label, label_column)
     elif kind == "fasta":
@@ -185,6 +312,12 @@ def _open_reference(path: Path, reference: str | Path | None) -> pyfaidx.Fasta:
     ref = Path(reference)
     if not ref.is_file():
         raise InputError(f"{path}: reference FASTA {ref} not found")
+    if _starts_with_bom(ref):
+        # The index holds byte offsets, so the mark cannot be skipped the way open_text does.
+        raise InputError(
+            f"{path}: reference FASTA {ref} starts with a UTF-8 byte-order mark, which a FASTA "
+            "index cannot skip; remove its first 3 bytes"
+        )
     import pyfaidx
 
     fai = Path(str(ref) + ".fai")
@@ -197,6 +330,18 @@ def _open_reference(path: Path, reference: str | Path | None) -> pyfaidx.Fasta:
         )
     except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, OSError) as exc:
         raise InputError(f"{path}: cannot index reference {ref}: {exc}") from exc
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(3)
+    if head[:2] == _GZIP_MAGIC:
+        try:
+            with gzip.open(path, "rb") as gz:
+                head = gz.read(3)
+        except _GZIP_ERRORS:
+            return False  # pyfaidx reports the damaged file itself
+    return head == codecs.BOM_UTF8
 
 
 def _writable(folder: Path) -> bool:
@@ -234,7 +379,8 @@ def iter_bed_lines(path: Path) -> Iterator[BedLine]:
     """Data lines of a BED file (header, track and browser lines skipped), streamed.
 
     Every BED consumer (regions with a reference, annotation tracks) needs the same checks:
-    at least three columns, integer coordinates, 0 <= start < end; each error names the line.
+    at least three columns, integer coordinates, 0 <= start < end, a name (column 4) that
+    fits a graph key (`MAX_KEY_BYTES`); each error names the line.
     """
     with open_text(path) as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -254,6 +400,10 @@ def iter_bed_lines(path: Path) -> Iterator[BedLine]:
                 raise InputError(f"{where}: negative start {start}")
             if start >= end:
                 raise InputError(f"{where}: start {start} must be less than end {end}")
+            # The name becomes part of annotation ids. Cheap test first: UTF-8 takes at most
+            # 4 bytes a character, so only a longer name can be over MAX_KEY_BYTES.
+            if len(cols) > 3 and len(cols[3]) > MAX_KEY_BYTES // 4 and cols[3].strip():
+                check_key(cols[3], "name", where)
             yield BedLine(where, cols, cols[0], start, end)
 
 
@@ -276,8 +426,9 @@ def _bed_records(
     label_idx: int | None,
 ) -> Iterator[SequenceRecord]:
     lengths = {name: len(fasta[name]) for name in fasta.keys()}
+    lines = iter_bed_lines(path)
     try:
-        for bed in iter_bed_lines(path):
+        for bed in lines:
             where, cols, chrom, start, end = bed.where, bed.cols, bed.chrom, bed.start, bed.end
             if chrom not in lengths:
                 raise InputError(
@@ -307,7 +458,13 @@ def _bed_records(
                 labels=_labels(label, raw_label, {}),
                 reverse_complement_minus=True,
             )
+    except InputError as exc:
+        # Raised here, outside the line reader: hand it to the reader, whose open file
+        # replaces it if a damaged gzip file caused it (TextInput.__exit__).
+        lines.throw(exc)
+        raise  # not reached: throw re-raises exc or its replacement
     finally:
+        lines.close()
         fasta.close()
 
 
@@ -317,7 +474,7 @@ def _bed_records(
 def _fasta_record(
     path: Path, header_line: int, name: str, pieces: list[str], label: str | None
 ) -> SequenceRecord:
-    where = f"{path}, line {header_line} (record {name!r})"
+    where = f"{path}, line {header_line} (record {shorten(name)!r})"
     sequence = "".join(pieces)
     chrom = start = end = None
     strand = "+"
@@ -359,7 +516,7 @@ def _read_fasta(path: Path, label: str | None) -> Iterator[SequenceRecord]:
             if name is None:
                 raise InputError(f"{path}, line {lineno}: sequence before the first '>' header")
             chunk = line.upper()
-            check_bases(chunk, f"{path}, line {lineno} (record {name!r})", offset=length)
+            check_bases(chunk, f"{path}, line {lineno} (record {shorten(name)!r})", length)
             pieces.append(chunk)
             length += len(chunk)
     if name is not None:
@@ -377,8 +534,7 @@ def _read_tsv(
 ) -> Iterator[SequenceRecord]:
     fh = open_text(path)
     try:
-        header = fh.readline().rstrip("\r\n").split("\t")
-        header = [h.strip() for h in header]
+        header = [_header_name(h) for h in fh.readline().rstrip("\r\n").split("\t")]
         columns = _tsv_columns(path, header, label_column)
     except BaseException:
         fh.close()
@@ -386,10 +542,27 @@ def _read_tsv(
     return _tsv_records(path, fh, header, columns, label, names)
 
 
+def _header_name(cell: str) -> str:
+    # A stray byte-order mark (open_text drops only a leading one) or spaces around a name
+    # must not hide a column: a lost "id" column would silently turn into generated ids.
+    return cell.replace("\ufeff", "").strip()
+
+
 def _tsv_columns(path: Path, header: list[str], label_column: LabelColumn) -> dict[str, int]:
+    """Index of each known column; names match case-insensitively, each at most once."""
     if header == [""]:
         raise InputError(f"{path}: file contains no sequences (empty file, no header)")
-    index = {name: i for i, name in enumerate(header)}
+    index: dict[str, int] = {}
+    for i, name in enumerate(header):
+        key = name.lower()
+        if key not in TSV_COLUMNS:
+            continue
+        if key in index:
+            raise InputError(
+                f"{path}, line 1: column {key!r} appears twice (columns {index[key] + 1} "
+                f"and {i + 1})"
+            )
+        index[key] = i
     missing = [c for c in ("sequence",) if c not in index]
     coords = [c for c in ("chrom", "start", "end") if c in index]
     if coords and len(coords) < 3:
@@ -447,9 +620,13 @@ def _tsv_records(
                         f"{where}: sequence length {len(get['sequence'])} does not match "
                         f"end - start = {end - start}"
                     )
-            record_id = get.get("id") or None
+            record_id = get.get("id")
             if record_id is not None:
-                where = f"{where} (record {record_id!r})"
+                if not record_id:
+                    # Never a generated id in a file that declares ids: a re-run of the same
+                    # regions would then create a second node for this one.
+                    raise InputError(f"{where}: empty id (the header has an id column)")
+                where = f"{where} (record {shorten(record_id)!r})"
             yield build_record(
                 where=where,
                 sequence=get["sequence"],

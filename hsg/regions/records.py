@@ -13,6 +13,14 @@ from dataclasses import dataclass
 VALID_BASES = frozenset("ACGTN")
 STRANDS = ("+", "-")
 
+# Longest id, label or chromosome name accepted, in UTF-8 bytes. Neo4j refuses to index a
+# property value whose key is over about 8 kB (the range-index key size limit; the exact
+# figure depends on version and page size), and that failure comes from the database in the
+# middle of a run, after earlier batches were committed. Half of it leaves room for Neo4j's
+# own key encoding and for the composite indexes these values also sit in (chrom with
+# start), so anything accepted here is indexable; no real id or label comes near it.
+MAX_KEY_BYTES = 4000
+
 _COMPLEMENT = str.maketrans("ACGTNacgtn", "TGCANtgcan")
 _INVALID_BASE = re.compile(r"[^ACGTN]")
 
@@ -33,6 +41,27 @@ def reverse_complement(sequence: str) -> str:
 def make_id(chrom: str, start: int, end: int, strand: str) -> str:
     """Canonical id ``chr1:100-200(+)``: 0-based half-open, the form the graph keys on."""
     return f"{chrom}:{start}-{end}({strand})"
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, for naming values in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_key(value: str, what: str, where: str) -> None:
+    """Raise `InputError` if ``value`` cannot be a graph key: blank, or over `MAX_KEY_BYTES`.
+
+    ``what`` names the field ("id", "label", "chrom"); ``where`` is the "file, line" prefix.
+    Checked while reading, so an unindexable value fails validation instead of a write.
+    """
+    if not value.strip():
+        raise InputError(f"{where}: empty {what}")
+    n = len(value.encode("utf-8"))
+    if n > MAX_KEY_BYTES:
+        raise InputError(
+            f"{where}: {what} {shorten(value)!r} is {n} bytes long (UTF-8); "
+            f"the limit is {MAX_KEY_BYTES} bytes (MAX_KEY_BYTES, Neo4j index keys)"
+        )
 
 
 def check_bases(sequence: str, where: str, offset: int = 0) -> None:
@@ -103,7 +132,8 @@ def build_record(
     """Normalise and validate raw reader fields into a `SequenceRecord`.
 
     ``reverse_complement_minus`` is set by readers whose sequence comes from the reference
-    ``+`` strand (BED + FASTA); TSV and FASTA sequences are already on their strand.
+    ``+`` strand (BED + FASTA); TSV and FASTA sequences are already on their strand. The id,
+    chromosome and every label must be non-blank and at most `MAX_KEY_BYTES` UTF-8 bytes.
     """
     if strand not in STRANDS:
         raise InputError(f"{where}: strand must be '+' or '-', got {strand!r}")
@@ -113,10 +143,15 @@ def build_record(
     check_bases(seq, where)
     if reverse_complement_minus and strand == "-":
         seq = reverse_complement(seq)
+    if chrom is not None:
+        check_key(chrom, "chrom", where)
     if id is None:
         if chrom is None or start is None or end is None:
             raise InputError(f"{where}: a record needs an id or chrom, start and end")
         id = make_id(chrom, start, end, strand)
+    check_key(id, "id", where)
+    for label in labels:
+        check_key(label, "label", where)
     return SequenceRecord(
         id=id,
         chrom=chrom,
