@@ -37,9 +37,11 @@ def validate_regions(
         try:
             encoder.tokenizer.encode(record.sequence, name=record.id)
         except SequenceTooLongError as exc:
+            most = 6 * (encoder.max_tokens - 1)
             raise InputError(
                 f"{source}: sequence {record.id!r} is too long for {encoder.model_id} ({exc}); "
-                "split it into windows first"
+                f"tile it into windows with --window SIZE [--stride S] (window=, stride= in "
+                f"hsg.api.ingest), SIZE at most about {most} bases for this model"
             ) from exc
         n += 1
         if progress is not None:
@@ -67,6 +69,8 @@ def ingest(
     min_activation: float = 0.0,
     batch_size: int = 64,
     write_batch: int = 256,
+    window: int | None = None,
+    stride: int | None = None,
     device: str | None = None,
     validate: bool = True,
     allow_model_mismatch: bool = False,
@@ -78,8 +82,10 @@ def ingest(
     `SequenceRecord`. ``model`` and ``sae`` are paths or loaded objects; they are checked
     against each other (`check_compatible`) before any input is read. Without
     ``connection``, one is opened from the environment (and closed again); ``dry_run``
-    encodes and annotates without a database. The whole input is validated before the first
-    write unless ``validate=False``. Re-running is idempotent and resumes a killed run.
+    encodes and annotates without a database. ``window`` tiles regions longer than that
+    many bases into windows (``stride`` apart, default ``window``), each with its own id and
+    coordinates. The whole input is validated before the first write unless
+    ``validate=False``. Re-running is idempotent and resumes a killed run.
     """
     from hsg.ingest.pipeline import IngestConfig, run_ingest
     from hsg.sae.compat import check_compatible
@@ -113,14 +119,20 @@ def ingest(
 
     def records() -> Iterable[SequenceRecord]:
         if not is_file:
-            return list(source)  # type: ignore[arg-type]
-        return iter_regions(
-            source,  # type: ignore[arg-type]
-            fmt=fmt,
-            reference=reference,
-            label=label,
-            label_column=label_column,
-        )
+            found: Iterable[SequenceRecord] = list(source)  # type: ignore[arg-type]
+        else:
+            found = iter_regions(
+                source,  # type: ignore[arg-type]
+                fmt=fmt,
+                reference=reference,
+                label=label,
+                label_column=label_column,
+            )
+        if window is not None:
+            from hsg.regions.windows import tile_records
+
+            return tile_records(found, window, stride)
+        return found
 
     total = validate_regions(records(), encoder, cfg.input, progress) if validate else None
     own = connection is None and not dry_run

@@ -116,6 +116,16 @@ def _echo_summary(summary, as_json: bool) -> None:
     show_default=True,
     help="Sequences per database transaction (256 measured fastest, see README).",
 )
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    help="Tile regions longer than SIZE bases into windows of SIZE (each its own Sequence, id and coordinates); shorter regions are kept whole.",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    help="Bases between window starts with --window [default: SIZE, no overlap]; the last window ends at the region's end.",
+)
 @device_option
 @click.option("--dry-run", is_flag=True, help="Read, encode and annotate, but write nothing.")
 @click.option(
@@ -144,6 +154,8 @@ def ingest(
     min_activation,
     batch_size,
     write_batch,
+    window,
+    stride,
     device,
     dry_run,
     no_validate,
@@ -166,6 +178,8 @@ def ingest(
 
     if top_k < 1 or batch_size < 1 or write_batch < 1:
         raise click.UsageError("--top-k, --batch-size and --write-batch must be at least 1")
+    if stride is not None and window is None:
+        raise click.UsageError("--stride needs --window")
     with user_errors(), Bars(disable=as_json) as bars:
         connection = None if dry_run else api.connection_for(settings)
         try:
@@ -188,6 +202,8 @@ def ingest(
                 min_activation=min_activation,
                 batch_size=batch_size,
                 write_batch=write_batch,
+                window=window,
+                stride=stride,
                 device=device,
                 validate=not no_validate,
                 allow_model_mismatch=allow_model_mismatch,

@@ -99,3 +99,17 @@ def test_sae_train_caches_on_the_device_it_is_given(tiny, tmp_path, monkeypatch)
     ])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert devices == ["cpu"]
+
+
+def test_window_tiles_a_too_long_region(tiny, tmp_path):
+    from hsg.regions.records import InputError
+
+    most = 6 * (tiny["encoder"].max_tokens - 1)
+    long = tmp_path / "long.fa"
+    long.write_text(f">chr1:0-{3 * most}(+)\n" + "ACGTTGCA" * (3 * most // 8) + "\n")
+    with pytest.raises(InputError, match="--window SIZE"):
+        api.ingest(long, tiny["encoder"], tiny["sae"], dry_run=True)
+    summary = api.ingest(
+        long, tiny["encoder"], tiny["sae"], dry_run=True, window=most, stride=most // 2
+    )
+    assert summary.sequences_read == summary.sequences_encoded == 5
