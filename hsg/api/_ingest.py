@@ -26,14 +26,18 @@ def validate_regions(
 ) -> int:
     """Read and tokenize every record before anything is written; returns how many.
 
-    Reading checks format, coordinates and bases; tokenizing checks that every sequence fits
-    the model, so a too-long window fails here instead of after earlier batches were stored.
+    Reading checks format, coordinates, bases and key lengths; tokenizing checks that every
+    sequence fits the model; an id given twice must name the same sequence (its labels are
+    merged). So each of these fails here instead of after earlier batches were stored.
     """
+    from hsg.ingest.pipeline import SeenIds
     from hsg.models.errors import SequenceTooLongError
     from hsg.regions.records import InputError
 
     n = 0
+    seen = SeenIds()
     for record in records:
+        seen.add(record)  # one id, two sequences: both rows named, before any write
         try:
             encoder.tokenizer.encode(record.sequence, name=record.id)
         except SequenceTooLongError as exc:
@@ -113,6 +117,8 @@ def ingest(
         min_activation=min_activation,
         batch_size=batch_size,
         write_batch=write_batch,
+        window=window,
+        stride=stride,
         device=str(sae_obj.device),
         dry_run=dry_run,
     )

@@ -108,6 +108,13 @@ class Connection:
         records = self.driver.execute_query(COUNTS, database_=self.database).records
         return dict(records[0])
 
+    def check(self) -> list:
+        """Every consistency check of `hsg db check` (duplicates, doubled or stray
+        activations, incomplete dictionaries, runs left running) as `Finding`s."""
+        from hsg.graph.consistency import check_graph
+
+        return check_graph(self.driver, self.database)
+
     def close(self) -> None:
         self.driver.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import neo4j
@@ -43,3 +44,39 @@ def apply_schema(driver: neo4j.Driver, database: str, directory: Path | None = N
             raise DatabaseError(f"{path.name}: {exc.message}\n  statement: {statement}") from exc
         count += 1
     return count
+
+
+_CONSTRAINT = re.compile(r"CREATE\s+CONSTRAINT\s+(\w+)\s+IF\s+NOT\s+EXISTS", re.IGNORECASE)
+
+
+def declared_constraints(directory: Path | None = None) -> list[str]:
+    """Names of the constraints the schema files create."""
+    return [
+        m.group(1)
+        for _path, statement in schema_statements(directory)
+        if (m := _CONSTRAINT.search(statement))
+    ]
+
+
+def missing_constraints(driver: neo4j.Driver, database: str) -> list[str]:
+    rows = driver.execute_query("SHOW CONSTRAINTS YIELD name", database_=database).records
+    present = {r["name"] for r in rows}
+    return [name for name in declared_constraints() if name not in present]
+
+
+def ensure_schema(driver: neo4j.Driver, database: str) -> bool:
+    """Apply the schema unless every constraint it declares is there; True when applied.
+
+    Every command that writes calls this first: without the uniqueness constraints, two
+    concurrent MERGEs of one key both create a node (two Feature nodes for one latent, two
+    SAE nodes …), and nothing afterwards can tell which is right. Two processes applying it
+    at once is fine: a statement that loses the race is re-checked, not reported.
+    """
+    if not missing_constraints(driver, database):
+        return False
+    try:
+        apply_schema(driver, database)
+    except DatabaseError:
+        if missing_constraints(driver, database):
+            raise
+    return True

@@ -79,10 +79,25 @@ MERGE (l:Label {name: name})
 MERGE (s)-[:HAS_LABEL]->(l)
 """
 
-# The guard (NOT EXISTS) keeps a concurrent or repeated batch from doubling activations.
 # Activation rows are [feature index, token position, token, activation, rank]. The SAE's
 # features are collected once per batch, ordered by index, so that a row finds its feature
-# by list position instead of an index lookup per relationship (about twice as fast).
+# by list position instead of an index lookup per relationship (about twice as fast). That
+# is only correct while the list is exactly the SAE's dictionary, one Feature per index
+# 0..d_sae-1: CHECK_DICTIONARY proves it in the same transaction before every write, and
+# the writer refuses to write when it does not hold (a duplicate Feature would otherwise
+# shift every later activation of the SAE to the wrong feature).
+CHECK_DICTIONARY = """
+MATCH (x:SAE {id: $sae_id})
+CALL (x) {
+  MATCH (f:Feature {sae: x.id}) WITH f.index AS i ORDER BY i RETURN collect(i) AS indices
+}
+RETURN size(indices) AS features,
+       size(indices) = $d_sae AND all(k IN range(0, size(indices) - 1) WHERE indices[k] = k)
+       AS exact
+"""
+
+# The guard (NOT EXISTS) keeps a concurrent or repeated batch from doubling activations; the
+# counts returned are of the sequences this transaction marked: a run counts only its own work.
 WRITE_ACTIVATIONS = """
 MATCH (x:SAE {id: $sae_id})
 CALL (x) {
@@ -93,9 +108,12 @@ MATCH (s:Sequence {id: row.id})
 WHERE NOT EXISTS { (s)-[:ENCODED_BY]->(x) }
 CREATE (s)-[:ENCODED_BY {run: $run_id, activations: size(row.acts)}]->(x)
 WITH s, row, features
-UNWIND row.acts AS a
-WITH s, a, features[a[0]] AS f
-CREATE (s)-[:ACTIVATES {position: a[1], token: a[2], activation: a[3], rank: a[4]}]->(f)
+CALL (s, row, features) {
+  UNWIND row.acts AS a
+  WITH s, a, features[a[0]] AS f
+  CREATE (s)-[:ACTIVATES {position: a[1], token: a[2], activation: a[3], rank: a[4]}]->(f)
+}
+RETURN count(s) AS encoded, sum(size(row.acts)) AS activations
 """
 
 MERGE_ANNOTATIONS = """

@@ -55,12 +55,32 @@ class WriteStats:
 class GraphWriter:
     """Writes batches for one SAE within one ingest run."""
 
-    def __init__(self, driver: neo4j.Driver, database: str, sae_id: str, run_id: str) -> None:
+    def __init__(
+        self,
+        driver: neo4j.Driver,
+        database: str,
+        sae_id: str,
+        run_id: str,
+        d_sae: int | None = None,
+    ) -> None:
         self.driver = driver
         self.database = database
         self.sae_id = sae_id
         self.run_id = run_id
-        self.prefix = sae_id + "/"
+        self.d_sae = d_sae
+
+    def _check_dictionary(self, tx: neo4j.ManagedTransaction) -> None:
+        """Refuse to write by list position unless the SAE's features are exactly 0..d_sae-1."""
+        if self.d_sae is None:
+            raise DatabaseError("GraphWriter: register() the SAE before writing activations")
+        row = tx.run(q.CHECK_DICTIONARY, sae_id=self.sae_id, d_sae=self.d_sae).single()
+        if row is None or not row["exact"]:
+            found = 0 if row is None else row["features"]
+            raise DatabaseError(
+                f"the graph's feature dictionary of SAE {self.sae_id} is not exactly its "
+                f"{self.d_sae} features ({found} Feature nodes carry its id): nothing was "
+                "written. Run `hsg db check` to see the duplicates."
+            )
 
     # --------------------------------------------------------------- provenance
     def register(self, model: dict, sae: dict, d_sae: int, run: dict) -> None:
@@ -68,12 +88,25 @@ class GraphWriter:
 
         `model["id"]` is the checkpoint hash (the Model node's key) and `model["name"]` the
         model's own id; see `statements.MERGE_MODEL`."""
+        self.ensure_schema()
+        self.d_sae = d_sae
         self._write(q.MERGE_MODEL, model=model)
         self._write(q.MERGE_SAE, model_hash=model["id"], sae=sae)
         for start in range(0, d_sae, 5000):
             indices = list(range(start, min(d_sae, start + 5000)))
             self._write(q.MERGE_FEATURES, sae_id=self.sae_id, indices=indices)
         self._write(q.CREATE_RUN, sae_id=self.sae_id, run=run)
+
+    def ensure_schema(self) -> None:
+        """The uniqueness constraints every MERGE here relies on (see `ensure_schema`)."""
+        from hsg.db.schema import ensure_schema
+
+        try:
+            ensure_schema(self.driver, self.database)
+        except ServiceUnavailable as exc:
+            raise DatabaseError(f"lost the connection to Neo4j: {exc}") from exc
+        except Neo4jError as exc:
+            raise DatabaseError(f"Neo4j refused the schema: {exc.message}") from exc
 
     def finish(self, summary: dict) -> None:
         self._write(q.FINISH_RUN, run_id=self.run_id, summary=summary)
@@ -113,18 +146,14 @@ class GraphWriter:
                 statement = q.link_statement(relationship)
                 stats.add(tx.run(statement, rows=rows).consume().counters)
             if act_rows:
-                counters = (
-                    tx.run(
-                        q.WRITE_ACTIVATIONS,
-                        rows=act_rows,
-                        sae_id=self.sae_id,
-                        run_id=self.run_id,
-                        prefix=self.prefix,
-                    )
-                    .consume()
-                    .counters
+                self._check_dictionary(tx)
+                result = tx.run(
+                    q.WRITE_ACTIVATIONS, rows=act_rows, sae_id=self.sae_id, run_id=self.run_id
                 )
-                stats.add(counters)
+                record = result.single(strict=True)
+                stats.add(result.consume().counters)
+                stats.sequences_encoded = record["encoded"]
+                stats.activations = record["activations"] or 0
             return stats
 
         stats = self._execute(work)

@@ -22,7 +22,7 @@ import torch
 from hsg.config import JsonConfig
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
 from hsg.iterutils import batched
-from hsg.regions.records import SequenceRecord
+from hsg.regions.records import InputError, SequenceRecord
 from hsg.regions.sources import annotate_all, build_sources
 
 
@@ -46,6 +46,8 @@ class IngestConfig(JsonConfig):
     min_activation: float = 0.0
     batch_size: int = 64
     write_batch: int = 256
+    window: int | None = None
+    stride: int | None = None
     device: str | None = None
     dry_run: bool = False
 
@@ -63,6 +65,7 @@ class IngestSummary:
     seconds: float = 0.0
     counts_before: dict[str, int] = field(default_factory=dict)
     counts_after: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # input rows repeating an earlier id (same sequence; labels merged)
     dry_run: bool = False
 
     @property
@@ -174,16 +177,35 @@ def run_ingest(
         background = BackgroundWriter(writer)
 
     pending: list[SequenceWrite] = []
+    seen = SeenIds()
+    labels_only: dict[str, SequenceRecord] = {}
+    stats = WriteStats()
     try:
         for batch in batched(records, cfg.batch_size):
             summary.sequences_read += len(batch)
-            done = writer.encoded_ids([r.id for r in batch]) if writer else set()
-            # one encoding per id, also when the input repeats a sequence
-            todo = list({r.id: r for r in batch if r.id not in done}.values())
+            # one write per id: a repeated row with the same sequence adds its labels, one
+            # with another sequence is an error (validation reports it before any write)
+            unique: dict[str, SequenceRecord] = {}
+            labels: dict[str, list[str]] = {}
+            for r in batch:
+                first = seen.add(r)
+                names = labels.setdefault(r.id, [])
+                names.extend(n for n in r.labels if n not in names)
+                if first:
+                    unique[r.id] = r
+                else:
+                    summary.duplicates += 1
+                    repeat = r.id not in unique and r.id not in labels_only
+                    if repeat:
+                        labels_only[r.id] = r
+            done = writer.encoded_ids(list(unique)) if writer else set()
+            todo = [r for r in unique.values() if r.id not in done]
             summary.sequences_skipped += len(done)
             writes = {
-                r.id: SequenceWrite(r.id, sequence_props(r), list(r.labels), None) for r in batch
+                r.id: SequenceWrite(r.id, sequence_props(r), labels[r.id], None)
+                for r in [*unique.values(), *labels_only.values()]
             }
+            labels_only.clear()
             if todo:
                 out = encoder.embed([r.sequence for r in todo], layer, names=[r.id for r in todo])
                 hidden = out.hidden[out.content_mask].to(device)
@@ -202,8 +224,10 @@ def run_ingest(
                 summary.sequences_encoded += len(todo)
             # annotation links are MERGEd, so annotating stored sequences again is harmless
             # and lets a later run add a new annotation source to them
-            unique = list({r.id: r for r in batch}.values())
-            for record, record_hits in zip(unique, annotate_all(sources, unique), strict=True):
+            first_rows = list(unique.values())
+            for record, record_hits in zip(
+                first_rows, annotate_all(sources, first_rows), strict=True
+            ):
                 writes[record.id].annotations = record_hits
                 summary.annotation_links += len(record_hits)
             pending.extend(writes.values())
@@ -215,8 +239,13 @@ def run_ingest(
                 progress(len(batch))
         if pending and background:
             background.submit(pending)
-        stats = background.close() if background else WriteStats()
+        if background:
+            stats = background.close()
         background = None
+    except BaseException as exc:
+        if writer is not None:
+            _mark_failed(writer, exc, summary, started)
+        raise
     finally:
         if background is not None:
             try:
@@ -227,6 +256,12 @@ def run_ingest(
     summary.nodes_created = stats.nodes_created
     summary.relationships_created = stats.relationships_created
     if writer is not None:
+        # what this run wrote, not what it meant to: a concurrent run may have stored some
+        # of the same sequences first (the writer's guard skipped them here)
+        planned = summary.sequences_encoded
+        summary.sequences_encoded = stats.sequences_encoded
+        summary.sequences_skipped += planned - stats.sequences_encoded
+        summary.activations = stats.activations
         summary.counts_after = writer.counts()
         writer.finish(
             {
@@ -235,12 +270,59 @@ def run_ingest(
                 "sequences_read": summary.sequences_read,
                 "sequences_encoded": summary.sequences_encoded,
                 "sequences_skipped": summary.sequences_skipped,
+                "duplicates": summary.duplicates,
                 "activations": summary.activations,
                 "seconds": round(summary.seconds, 3),
             }
         )
         summary.counts_before = counts_before
     return summary
+
+
+def _mark_failed(writer: GraphWriter, exc: BaseException, summary, started: float) -> None:
+    """Record on the run's node that it did not finish, and why; best effort, since the
+    database itself may be what failed (then `hsg db status` shows the run as stale)."""
+    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    try:
+        writer.finish(
+            {
+                "status": "interrupted" if interrupted else "failed",
+                "finished": datetime.now(timezone.utc).isoformat(),
+                "error": f"{type(exc).__name__}: {exc}"[:2000],
+                "sequences_read": summary.sequences_read,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        pass
+
+
+class SeenIds:
+    """Every id of a run with a digest of its sequence, to merge or refuse repeats.
+
+    Eight bytes per sequence (plus the id): a whole genome in 100 bp windows stays within a
+    few GB; the Ray engine is the path past that.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[bytes, str | None]] = {}
+
+    def add(self, record: SequenceRecord) -> bool:
+        """True the first time an id is seen; False for a repeat of the same sequence;
+        `InputError` naming both places for a repeat with another sequence."""
+        digest = hashlib.blake2b(record.sequence.encode(), digest_size=8).digest()
+        known = self._seen.get(record.id)
+        if known is None:
+            self._seen[record.id] = (digest, record.where)
+            return True
+        if known[0] != digest:
+            first = known[1] or "an earlier row"
+            here = record.where or "a later row"
+            raise InputError(
+                f"id {record.id!r} names two different sequences ({first} and {here}); "
+                "ids must be unique, or repeat the same sequence"
+            )
+        return False
 
 
 def _hsg_version() -> str:

@@ -8,7 +8,7 @@ here, instead of being re-checked (or silently violated) in each consumer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 VALID_BASES = frozenset("ACGTN")
 STRANDS = ("+", "-")
@@ -103,6 +103,8 @@ class SequenceRecord:
     strand: str
     sequence: str
     labels: tuple[str, ...] = ()
+    # "file, line N" of the row it was read from: lets a later check name both rows
+    where: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def length(self) -> int:
@@ -160,4 +162,5 @@ def build_record(
         strand=strand,
         sequence=seq,
         labels=labels,
+        where=where,
     )

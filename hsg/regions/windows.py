@@ -83,6 +83,7 @@ def _window(record: SequenceRecord, a: int, b: int) -> SequenceRecord:
             strand=record.strand,
             sequence=record.sequence[a:b],
             labels=record.labels,
+            where=record.where,
         )
     if end - start != record.length:
         raise InputError(
@@ -101,4 +102,5 @@ def _window(record: SequenceRecord, a: int, b: int) -> SequenceRecord:
         strand=record.strand,
         sequence=record.sequence[a:b],
         labels=record.labels,
+        where=record.where,
     )
