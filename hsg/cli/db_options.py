@@ -1,4 +1,8 @@
-"""Click options shared by every command that talks to Neo4j."""
+"""Click options shared by every command that talks to Neo4j.
+
+The options carry only what was typed: `ConnectionSettings.from_env` is the one place that
+reads `NEO4J_*` and decides what wins (an option over the environment over the defaults).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,28 @@ from pathlib import Path
 
 import click
 
+from hsg.db.errors import DatabaseError
 from hsg.db.settings import ConnectionSettings
+
+
+def settings_or_exit(**kwargs) -> ConnectionSettings:
+    """`ConnectionSettings.from_env(**kwargs)`; a bad value is a one-line error, exit 1."""
+    try:
+        return ConnectionSettings.from_env(**kwargs)
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def connection_options(func: Callable) -> Callable:
     """Adds --uri/--user/--password/--database and passes `settings: ConnectionSettings`."""
 
-    @click.option(
-        "--uri", envvar="NEO4J_URI", help="Bolt URI [env NEO4J_URI; default bolt://127.0.0.1:7687]."
-    )
-    @click.option("--user", envvar="NEO4J_USER", help="User [env NEO4J_USER; default neo4j].")
+    @click.option("--uri", help="Bolt URI [env NEO4J_URI; default bolt://127.0.0.1:7687].")
+    @click.option("--user", help="User [env NEO4J_USER; default neo4j].")
     @click.option(
         "--password",
-        envvar="NEO4J_PASSWORD",
         help="Password [env NEO4J_PASSWORD; default: the local server's generated one].",
     )
-    @click.option(
-        "--database", envvar="NEO4J_DATABASE", help="Database [env NEO4J_DATABASE; default neo4j]."
-    )
+    @click.option("--database", help="Database [env NEO4J_DATABASE; default neo4j].")
     @click.option(
         "--home",
         type=click.Path(path_type=Path, file_okay=False),
@@ -34,7 +42,9 @@ def connection_options(func: Callable) -> Callable:
     )
     @functools.wraps(func)
     def wrapper(*args, uri, user, password, database, home, **kwargs):
-        settings = ConnectionSettings.from_env(uri, user, password, database, home=home)
+        settings = settings_or_exit(
+            uri=uri, user=user, password=password, database=database, home=home
+        )
         return func(*args, settings=settings, **kwargs)
 
     return wrapper
