@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import neo4j
 from neo4j import GraphDatabase
-from neo4j.exceptions import AuthError, ClientError, ServiceUnavailable
+from neo4j.exceptions import AuthError, ClientError, DriverError, Neo4jError, ServiceUnavailable
 
 from hsg.db.errors import DatabaseError
 from hsg.db.settings import ConnectionSettings
@@ -70,18 +70,59 @@ def translate(exc: Exception, settings: ConnectionSettings) -> DatabaseError:
 
 
 def open_driver(settings: ConnectionSettings, verify: bool = True) -> neo4j.Driver:
+    """A driver for `settings`, checked by one round trip unless `verify` is false.
+
+    The check covers the server, the credentials and the database; each failure is a
+    `DatabaseError` that says which, and names the databases there are when it is the last.
+    """
     driver = GraphDatabase.driver(settings.uri, auth=_auth(settings), **driver_config())
     if verify:
         try:
-            driver.verify_connectivity()
-            driver.verify_authentication()
-        except (AuthError, ServiceUnavailable, ClientError) as exc:
+            # db.ping answers on every database, the system one included; an auto-commit
+            # query, because execute_query would retry an unreachable server for 30 s
+            with driver.session(database=settings.database) as session:
+                session.run("CALL db.ping()").consume()
+        except ClientError as exc:  # AuthError included
+            if "DatabaseNotFound" in (exc.code or ""):
+                error = DatabaseError(_missing_database(driver, settings))
+            else:
+                error = translate(exc, settings)
+            driver.close()
+            raise error from exc
+        except ServiceUnavailable as exc:
             driver.close()
             raise translate(exc, settings) from exc
         except OSError as exc:
             driver.close()
             raise DatabaseError(f"cannot connect to {settings.uri}: {exc}") from exc
     return driver
+
+
+def _missing_database(driver: neo4j.Driver, settings: ConnectionSettings) -> str:
+    message = f"database {settings.database!r} does not exist on {settings.uri}"
+    try:
+        names = [
+            r["name"]
+            for r in driver.execute_query(
+                "SHOW DATABASES YIELD name WHERE name <> 'system' RETURN DISTINCT name "
+                "ORDER BY name",
+                database_="system",
+            ).records
+        ]
+    except (Neo4jError, DriverError):
+        return f"{message}; choose another with --database or NEO4J_DATABASE"
+    listed = ", ".join(repr(n) for n in names) or "none but 'system'"
+    return f"{message}; it has: {listed}. Choose one with --database or NEO4J_DATABASE."
+
+
+def password_accepted(uri: str, user: str, password: str) -> bool:
+    """Whether the server at `uri` accepts this user and password (it must be reachable)."""
+    settings = ConnectionSettings(uri, user, password)
+    with GraphDatabase.driver(uri, auth=(user, password), **driver_config()) as driver:
+        try:
+            return driver.verify_authentication()
+        except (ServiceUnavailable, OSError) as exc:
+            raise translate(exc, settings) from exc
 
 
 @contextmanager
