@@ -8,10 +8,11 @@ from pathlib import Path
 
 import click
 
-from hsg.cli.db_options import connection_options
+from hsg.cli.db_options import connection_options, settings_or_exit
 from hsg.db import server
 from hsg.db.connection import driver_session, server_versions
 from hsg.db.errors import DatabaseError
+from hsg.db.runs import STALE, running_ingest_runs
 from hsg.db.schema import apply_schema
 from hsg.db.settings import ConnectionSettings
 
@@ -99,19 +100,31 @@ def stop(**opts) -> None:
 
 @db.command()
 @_server_options
-@click.option("--uri", envvar="NEO4J_URI", help="Bolt URI of the server to query.")
-@click.option("--user", envvar="NEO4J_USER")
-@click.option("--password", envvar="NEO4J_PASSWORD")
-@click.option("--database", envvar="NEO4J_DATABASE")
+@click.option(
+    "--uri",
+    help="Bolt URI of the server to query [env NEO4J_URI; default: the one of --bolt-port].",
+)
+@click.option("--user", help="User [env NEO4J_USER; default neo4j].")
+@click.option("--password", help="Password [env NEO4J_PASSWORD; default: the home's].")
+@click.option("--database", help="Database [env NEO4J_DATABASE; default neo4j].")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(uri, user, password, database, as_json, **opts) -> None:
     """Say whether the server runs, and print its Neo4j and GDS versions.
 
-    Exits 1 when the server cannot be reached.
+    Also lists the ingest runs still marked running, and calls a run stale when its process
+    is gone. Exits 1 when the server cannot be reached.
     """
     cfg = _config(**opts)
-    settings = ConnectionSettings.from_env(
-        uri or cfg.bolt_uri, user, password, database, home=cfg.home
+    # options first: --bolt-port names the server as much as --uri does, so it beats
+    # NEO4J_URI; HSG_BOLT_PORT (in cfg) only counts when neither is set
+    typed_uri = uri or (cfg.bolt_uri if opts["bolt_port"] is not None else None)
+    settings = settings_or_exit(
+        uri=typed_uri,
+        user=user,
+        password=password,
+        database=database,
+        home=cfg.home,
+        default_uri=cfg.bolt_uri,
     )
     info: dict = {"home": str(cfg.home), "pid": server.running_pid(cfg), "uri": settings.uri}
     try:
@@ -120,6 +133,7 @@ def status(uri, user, password, database, as_json, **opts) -> None:
             info["nodes"] = driver.execute_query(
                 "MATCH (n) RETURN count(n) AS c", database_=settings.database
             ).records[0]["c"]
+            info["running_ingest_runs"] = running_ingest_runs(driver, settings.database)
     except DatabaseError as exc:
         info["error"] = str(exc)
     if as_json:
@@ -129,7 +143,7 @@ def status(uri, user, password, database, as_json, **opts) -> None:
         click.echo(f"home:     {info['home']}")
         click.echo(f"process:  {'running, pid ' + str(pid) if pid else 'no local server process'}")
         if "error" in info:
-            click.echo(f"bolt:     {settings.uri} — not reachable")
+            click.echo(f"bolt:     {settings.uri} — failed")
             click.echo(f"error: {info['error']}", err=True)
         else:
             click.echo(f"bolt:     {settings.uri} — up")
@@ -137,8 +151,29 @@ def status(uri, user, password, database, as_json, **opts) -> None:
             click.echo(f"gds:      {info['gds'] or 'NOT INSTALLED'}")
             click.echo(f"browser:  {cfg.browser_url}")
             click.echo(f"nodes:    {info['nodes']}")
+            _echo_runs(info["running_ingest_runs"])
     if "error" in info:
         sys.exit(1)
+
+
+def _echo_runs(runs: list[dict]) -> None:
+    if not runs:
+        return
+    stale = sum(run["state"] == STALE for run in runs)
+    click.echo(
+        f"ingest:   {len(runs)} run(s) marked running"
+        + (f", {stale} stale (their process is gone)" if stale else "")
+    )
+    for run in runs:
+        where = (
+            f"pid {run['pid']} on {run['host']}"
+            if run["pid"] is not None
+            else "no process recorded"
+        )
+        click.echo(
+            f"  {run['id']}  started {run['started']}  input {run['input']}  "
+            f"[{run['state']}: {where}]"
+        )
 
 
 @db.command()
