@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,19 +18,50 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 
-# What `train_sae` uses for a hyper-parameter left as None (and not taken from a resumed run).
+
+class DefaultRule:
+    """A default that follows from the data: `text` for `--help`, `value(**ctx)` to apply.
+
+    `ctx` holds `d_in` (the activations' width), `d_sae` (resolved first) and
+    `steps_per_epoch` (training tokens / batch size, rounded up).
+    """
+
+    def __init__(self, text: str, value: Callable[..., Any]) -> None:
+        self.text, self.value = text, value
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"DefaultRule({self.text!r})"
+
+
+# What `train_sae` (and `hsg sae train`, whose --help shows these) uses for a hyper-parameter
+# left as None and not taken from a resumed run. Why each value: docs/sae.md, "Defaults".
 TRAIN_DEFAULTS: dict[str, Any] = {
     "architecture": "relu",
-    "d_sae": None,  # 8 x d_in
+    "d_sae": DefaultRule("8 x d_in", lambda d_in, **_: 8 * d_in),
     "k": 32,
-    "l1": 1e-3,
-    "l1_warmup": 1000,
-    "lr": 1e-4,
+    # λ: a latent is used only where it explains more than ~4 % of a token's norm (its
+    # shrinkage λ·d_in/2 over the normalised token norm sqrt(d_in) is 0.04)
+    "l1": DefaultRule("0.08 / sqrt(d_in)", lambda d_in, **_: 0.08 / math.sqrt(d_in)),
+    # λ₀: a latent is used only where it removes more than ~1 % of a token's squared norm
+    "l0": 1e-2,
+    "l1_warmup": DefaultRule(
+        "one epoch, at most 1000 steps", lambda steps_per_epoch, **_: min(1000, steps_per_epoch)
+    ),
+    # Gao et al. 2024: the best learning rate falls as 1/sqrt(latents)
+    "lr": DefaultRule(
+        "2e-3 x sqrt(1024 / d_sae)", lambda d_sae, **_: 2e-3 * math.sqrt(1024 / d_sae)
+    ),
+    "auxk": 1 / 32,
+    "normalize": True,
     "seed": 0,
     "dtype": "float32",
     "batch_size": 1024,
-    "epochs": 10,
+    "epochs": 100,
     "patience": 3,
+    "min_rel_delta": 1e-3,
     "val_fraction": 0.1,
     "shuffle_buffer": 4,
 }
@@ -39,13 +71,17 @@ _SAVED_AS = {
     "d_sae": ("sae", "d_sae"),
     "k": ("sae", "k"),
     "l1": ("sae", "l1_coefficient"),
+    "l0": ("sae", "l0_coefficient"),
     "l1_warmup": ("sae", "l1_warmup_steps"),
     "lr": ("sae", "lr"),
+    "auxk": ("sae", "auxk_coefficient"),
     "seed": ("sae", "seed"),
     "dtype": ("sae", "dtype"),
+    "normalize": ("train", "normalize"),
     "batch_size": ("train", "batch_size"),
     "epochs": ("train", "epochs"),
     "patience": ("train", "patience"),
+    "min_rel_delta": ("train", "min_rel_delta"),
     "val_fraction": ("train", "val_fraction"),
     "shuffle_buffer": ("train", "shuffle_buffer_shards"),
 }
@@ -175,15 +211,18 @@ def train_sae(
     """Train an SAE on activations (a file, or regions encoded once into ``cache``).
 
     Hyper-parameters (see `TRAIN_DEFAULTS`): ``architecture``, ``d_sae``, ``k``, ``l1``,
-    ``l1_warmup``, ``lr``, ``seed``, ``dtype``, ``batch_size``, ``epochs``, ``patience``,
-    ``val_fraction``, ``shuffle_buffer``. One left as None takes the resumed run's value
-    (``resume=True``), else the default. The best checkpoint by validation loss is kept in
-    ``out`` with its config, hashes, metrics.jsonl and a resumable state.
+    ``l0``, ``l1_warmup``, ``lr``, ``auxk``, ``normalize``, ``seed``, ``dtype``,
+    ``batch_size``, ``epochs``, ``patience``, ``min_rel_delta``, ``val_fraction``,
+    ``shuffle_buffer``. One left as None takes the resumed run's value (``resume=True``;
+    a setting the run predates takes the value that reproduces it), else the default (a
+    `DefaultRule` is applied to the data: d_in, d_sae, steps per epoch). The best
+    checkpoint by validation loss is kept in ``out`` with its config, hashes,
+    metrics.jsonl and a resumable state.
     """
     from hsg.models.encoder import check_device
     from hsg.sae.architectures import get_architecture
     from hsg.sae.config import SAEConfig, TrainConfig
-    from hsg.sae.train import TrainError, read_run
+    from hsg.sae.train import LEGACY_VALUES, TrainError, read_run
     from hsg.sae.train import train_sae as _train
 
     unknown = sorted(set(hparams) - set(TRAIN_DEFAULTS))
@@ -194,12 +233,15 @@ def train_sae(
     if resume and saved is None:
         raise TrainError(f"nothing to resume in {out} (no train_state/run.json)")
     h: dict[str, Any] = {}
-    for name, default in TRAIN_DEFAULTS.items():
+    for name in TRAIN_DEFAULTS:
         value = hparams.get(name)
         if value is None and saved is not None:
             section, key = _SAVED_AS[name]
-            value = saved[section].get(key)
-        h[name] = default if value is None else value
+            if key in saved[section]:
+                value = saved[section][key]
+            else:
+                value = LEGACY_VALUES.get(section, {}).get(key)
+        h[name] = value
     store = open_activation_source(
         activations=activations,
         data=data,
@@ -214,14 +256,32 @@ def train_sae(
         progress=progress,
         log=log,
     )
+    # constants first, then the rules in order (d_sae before lr, batch size before warm-up)
+    for name, default in TRAIN_DEFAULTS.items():
+        if h[name] is None and not isinstance(default, DefaultRule):
+            h[name] = default
+    if h["d_sae"] is None:
+        h["d_sae"] = TRAIN_DEFAULTS["d_sae"].value(d_in=store.d_in)
+    ctx = {
+        "d_in": store.d_in,
+        "d_sae": h["d_sae"],
+        "steps_per_epoch": max(
+            1, math.ceil(store.n_tokens * (1 - h["val_fraction"]) / h["batch_size"])
+        ),
+    }
+    for name, default in TRAIN_DEFAULTS.items():
+        if h[name] is None:
+            h[name] = default.value(**ctx)
     arch = h["architecture"]
     cfg = SAEConfig(
         d_in=store.d_in,
-        d_sae=h["d_sae"] or 8 * store.d_in,
+        d_sae=h["d_sae"],
         architecture=arch,
         k=h["k"] if get_architecture(arch).uses_k else None,
         l1_coefficient=h["l1"],
+        l0_coefficient=h["l0"],
         l1_warmup_steps=h["l1_warmup"],
+        auxk_coefficient=h["auxk"],
         lr=h["lr"],
         seed=h["seed"],
         dtype=h["dtype"],
@@ -230,12 +290,15 @@ def train_sae(
         batch_size=h["batch_size"],
         epochs=h["epochs"],
         patience=h["patience"],
+        min_rel_delta=h["min_rel_delta"],
+        normalize=h["normalize"],
         val_fraction=h["val_fraction"],
         shuffle_buffer_shards=h["shuffle_buffer"],
         device=device,
     )
     log(
-        f"training {arch} SAE d_in={cfg.d_in} d_sae={cfg.d_sae} on {store.n_tokens} tokens "
+        f"training {arch} SAE d_in={cfg.d_in} d_sae={cfg.d_sae} lr={cfg.lr:.3g} "
+        f"batch={tcfg.batch_size} on {store.n_tokens} tokens "
         f"of {store.n_sequences} sequences from {store.source} ({tcfg.device})"
     )
     return _train(store, cfg, tcfg, out, resume=resume, progress=progress, log=log)
@@ -260,7 +323,7 @@ def evaluate_sae(
     allow_model_mismatch: bool = False,
     log: Log = _quiet,
 ) -> dict[str, Any]:
-    """MSE, fraction of variance explained, L0, L1 and dead latents of ``sae``.
+    """MSE, fraction of variance explained, L0, L1, dead and dense latents of ``sae``.
 
     ``split`` is ``all``, ``train`` or ``val``: the SAE's own validation split (by sequence
     id hash, with the run's ``val_fraction`` unless given). Encoding ``data`` checks the

@@ -164,16 +164,36 @@ _TRAIN_KEYS = {
     "d_sae": "d_sae",
     "k": "k",
     "l1": "l1",
+    "l0": "l0",
     "l1_warmup": "l1_warmup",
     "lr": "lr",
+    "auxk": "auxk",
+    "normalize": "normalize",
     "seed": "seed",
     "dtype": "dtype",
     "batch_size": "batch_size",
     "epochs": "epochs",
     "patience": "patience",
+    "min_rel_delta": "min_rel_delta",
     "val_fraction": "val_fraction",
     "shuffle_buffer": "shuffle_buffer",
 }
+
+
+def _default(key: str) -> dict[str, Any]:
+    """click's default and shown default for hyper-parameter `key`, from TRAIN_DEFAULTS.
+
+    A default that follows from the data (a rule) is shown as its rule and applied by the
+    API; only options typed on the command line reach the API either way (see `train`).
+    """
+    from hsg.api._sae import TRAIN_DEFAULTS, DefaultRule
+
+    value = TRAIN_DEFAULTS[key]
+    if isinstance(value, DefaultRule):
+        return {"default": None, "show_default": str(value)}
+    if isinstance(value, float):
+        return {"default": value, "show_default": f"{value:g}"}
+    return {"default": value, "show_default": True}
 
 
 @sae.command()
@@ -184,69 +204,97 @@ _TRAIN_KEYS = {
     required=True,
     help="Output directory: best SAE, metrics.jsonl, train_state/.",
 )
-@click.option("--arch", type=click.Choice(architecture_names()), default="relu", show_default=True)
-@click.option("--d-sae", type=click.IntRange(min=1), help="Latents [default: 8 x d_in].")
+@click.option(
+    "--arch",
+    type=click.Choice(architecture_names()),
+    help="relu: MSE + λ·L1 (the study's); topk: exactly k latents per token; batchtopk: k per token on average over a batch, a learned global threshold at inference; jumprelu: learned per-latent thresholds, MSE + λ₀·L0.",
+    **_default("architecture"),
+)
+@click.option(
+    "--d-sae",
+    type=click.IntRange(min=1),
+    help="Latents (dictionary size).",
+    **_default("d_sae"),
+)
 @click.option(
     "--k",
     type=click.IntRange(min=1),
-    default=32,
-    show_default=True,
-    help="Active latents per token (topk).",
+    help="Active latents per token (topk; batchtopk: on average).",
+    **_default("k"),
 )
 @click.option(
     "--l1",
     type=click.FloatRange(min=0),
-    default=1e-3,
-    show_default=True,
-    help="λ of MSE + λ·L1 (relu); see README for the normalisation.",
+    help="λ of MSE + λ·L1 (relu), on inputs normalised to a mean squared distance d_in from their mean (see --no-normalize): a latent must explain about λ·sqrt(d_in)/2 of a token's norm to fire.",
+    **_default("l1"),
+)
+@click.option(
+    "--l0",
+    type=click.FloatRange(min=0),
+    help="λ₀ of MSE + λ₀·L0 (jumprelu): a latent must remove about this fraction of a token's squared norm to fire.",
+    **_default("l0"),
 )
 @click.option(
     "--l1-warmup",
     type=click.IntRange(min=0),
-    default=1000,
-    show_default=True,
-    help="Steps over which λ rises linearly from 0.",
+    help="Steps over which λ (λ₀) rises linearly from 0; patience waits for it.",
+    **_default("l1_warmup"),
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=1e-4,
-    show_default=True,
-    help="Adam learning rate.",
+    help="Adam learning rate (biases: lr / input scale); ∝ 1/sqrt(d_sae) after Gao et al. 2024.",
+    **_default("lr"),
+)
+@click.option(
+    "--auxk",
+    type=click.FloatRange(min=0),
+    help="Weight of the AuxK loss that revives dead latents (topk, batchtopk; Gao et al. 2024).",
+    **_default("auxk"),
+)
+@click.option(
+    "--normalize/--no-normalize",
+    help="Train on inputs scaled to a mean squared distance d_in from their mean (the factor is recorded; the saved weights read raw activations). --no-normalize: the study's raw-unit loss.",
+    **_default("normalize"),
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
     help="Tokens per optimizer step.",
+    **_default("batch_size"),
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Ceiling on epochs; early stopping (--patience) normally ends the run first.",
+    **_default("epochs"),
+)
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
     help="Stop after this many epochs without a better validation loss.",
+    **_default("patience"),
+)
+@click.option(
+    "--min-rel-delta",
+    type=click.FloatRange(min=0),
+    help="An epoch is better only if it lowers the best validation loss by more than this fraction.",
+    **_default("min_rel_delta"),
 )
 @click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.1,
-    show_default=True,
     help="Fraction of sequences held out (by sequence id hash).",
+    **_default("val_fraction"),
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, **_default("seed"))
 @click.option(
     "--shuffle-buffer",
     type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
     help="Shards shuffled together; memory is about this x --shard-size rows.",
+    **_default("shuffle_buffer"),
 )
-@click.option(
-    "--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True
-)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), **_default("dtype"))
 @device_option
 @click.option(
     "--resume",
@@ -273,7 +321,11 @@ def train(
     device,
     **hparams,
 ) -> None:
-    """Train an SAE; the best checkpoint (by validation loss) is kept in --out."""
+    """Train an SAE; the best checkpoint (by validation loss) is kept in --out.
+
+    Every default is chosen to work as is on Nucleotide Transformer hidden states (widths
+    32-1280, up to 64 x d_in latents); why each: docs/sae.md, "Defaults".
+    """
     from hsg import api
 
     _check_sources(activations, data, model_dir, layer, cache)
@@ -359,7 +411,10 @@ def eval_cmd(
     device,
     allow_model_mismatch,
 ) -> None:
-    """Report MSE, fraction of variance explained, L0, L1 and dead latents as JSON."""
+    """Report MSE, fraction of variance explained, L0, L1, dead and dense latents as JSON.
+
+    Dense latents fire on more than 10 % of the tokens scored.
+    """
     from hsg import api
 
     _check_sources(activations, data, model_dir, layer, cache, needs_layer=False)

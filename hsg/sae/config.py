@@ -40,7 +40,17 @@ class SAEConfig(JsonConfig):
     the dictionary. `architecture` names a module of `hsg.sae.architectures`, which also
     validates the fields it uses (TopK's `k`). `l1_coefficient` is the λ of the ReLU
     objective (see `model.py` for the exact normalisation); architectures without the L1
-    term (TopK) ignore it in the loss and only report L1.
+    term (TopK) ignore it in the loss and only report L1. `l0_coefficient` is the same for
+    the L0 penalty of JumpReLU, `auxk_coefficient` the weight of the AuxK loss of the
+    architectures that use it (TopK, BatchTopK).
+
+    `input_scale` (s) is how training normalised the activations: the loss is that of the
+    SAE applied to `s * x` (s makes the mean squared distance of a token to the data's mean
+    equal to d_in, so every λ means the same on every model and layer), while the weights
+    stay in the units of `x` — the SAE reads and writes raw activations and its atoms stay
+    unit-norm. None (SAEs saved before it existed, `--no-normalize`) means 1.
+    The SAE config defaults here are the historical ones; `hsg.api.TRAIN_DEFAULTS` holds
+    the defaults `hsg sae train` and `hsg.api.train_sae` use.
     `weights_sha256` is filled in by `SparseAutoencoder.save` and checked by `load`.
     """
 
@@ -50,6 +60,9 @@ class SAEConfig(JsonConfig):
     k: int | None = None
     l1_coefficient: float = 1e-3
     l1_warmup_steps: int = 1000
+    l0_coefficient: float = 1e-3
+    auxk_coefficient: float = 0.03125
+    input_scale: float | None = None
     lr: float = 1e-4
     seed: int = 0
     dtype: str = "float32"
@@ -69,6 +82,12 @@ class SAEConfig(JsonConfig):
         get_architecture(self.architecture).validate(self)
         if self.l1_coefficient < 0:
             raise ConfigError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
+        if self.l0_coefficient < 0:
+            raise ConfigError(f"l0_coefficient must be >= 0, got {self.l0_coefficient}")
+        if self.auxk_coefficient < 0:
+            raise ConfigError(f"auxk_coefficient must be >= 0, got {self.auxk_coefficient}")
+        if self.input_scale is not None and not 0 < self.input_scale < float("inf"):
+            raise ConfigError(f"input_scale must be positive and finite, got {self.input_scale}")
         if self.l1_warmup_steps < 0:
             raise ConfigError(f"l1_warmup_steps must be >= 0, got {self.l1_warmup_steps}")
         if self.lr <= 0:
@@ -82,6 +101,11 @@ class SAEConfig(JsonConfig):
                 f"SAE config format_version {self.format_version} is not supported "
                 f"(this hsg reads version {FORMAT_VERSION})"
             )
+
+    @property
+    def scale(self) -> float:
+        """The input normalisation factor s (1 when none was recorded)."""
+        return 1.0 if self.input_scale is None else float(self.input_scale)
 
     @property
     def spec(self) -> ArchitectureSpec:
@@ -107,6 +131,8 @@ class TrainConfig(JsonConfig):
     val_fraction: float = 0.1
     shuffle_buffer_shards: int = 4
     min_delta: float = 0.0
+    min_rel_delta: float = 0.0
+    normalize: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -118,6 +144,8 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"patience must be positive, got {self.patience}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.min_rel_delta < 0 or self.min_delta < 0:
+            raise ConfigError("min_delta and min_rel_delta must be >= 0")
         if self.shuffle_buffer_shards <= 0:
             raise ConfigError(
                 f"shuffle_buffer_shards must be positive, got {self.shuffle_buffer_shards}"

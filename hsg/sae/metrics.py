@@ -10,6 +10,9 @@ Training and `hsg sae eval` report the same numbers from this one accumulator, s
 - `l0`: mean number of non-zero latents per token; `l1`: mean over tokens of sum |z|;
 - `dead_latents`: latents that were never non-zero on any token seen (over the epoch in
   training); `dead_fraction` the same as a fraction of d_sae;
+- `dense_latents`: latents non-zero on more than 10 % of the tokens seen (`DENSE_RATE`),
+  `dense_fraction` the same as a fraction of d_sae — a latent that fires on every tenth
+  token is rarely one interpretable feature, and many of them mean the sparsity is too weak;
 - `loss`: token-weighted mean of the per-batch objective, when one was given.
 
 The sums stay on the batches' device and are read once in `result`, so accumulating costs
@@ -22,6 +25,8 @@ import math
 from typing import Any
 
 import torch
+
+DENSE_RATE = 0.1  # a latent firing on more than this fraction of tokens counts as dense
 
 
 class MetricsAccumulator:
@@ -42,7 +47,7 @@ class MetricsAccumulator:
             "l0": torch.zeros((), **f64),
             "l1": torch.zeros((), **f64),
             "loss": torch.zeros((), **f64),
-            "fired": torch.zeros(self.d_sae, dtype=torch.bool, device=device),
+            "fired": torch.zeros(self.d_sae, dtype=torch.int64, device=device),
         }
 
     @torch.no_grad()
@@ -68,7 +73,7 @@ class MetricsAccumulator:
         s["sum_x2"] += x64.pow(2).sum()
         s["l0"] += active.sum()
         s["l1"] += z.detach().abs().sum(dtype=torch.float64)
-        s["fired"] |= active.any(dim=0)
+        s["fired"] += active.sum(dim=0)
         if loss is not None:
             s["loss"] += torch.as_tensor(loss, dtype=torch.float64).detach() * n
             self._has_loss = True
@@ -79,7 +84,8 @@ class MetricsAccumulator:
         s = {k: v.to("cpu") for k, v in self._sums.items()}
         sse = float(s["sse"])
         total_var = float(s["sum_x2"]) - float(s["sum_x"].pow(2).sum()) / self.n
-        dead = int((~s["fired"]).sum())
+        dead = int((s["fired"] == 0).sum())
+        dense = int((s["fired"] > DENSE_RATE * self.n).sum())
         out: dict[str, Any] = {
             "n_tokens": self.n,
             "mse": sse / (self.n * self.d_in),
@@ -88,6 +94,8 @@ class MetricsAccumulator:
             "l1": float(s["l1"]) / self.n,
             "dead_latents": dead,
             "dead_fraction": dead / self.d_sae,
+            "dense_latents": dense,
+            "dense_fraction": dense / self.d_sae,
         }
         if self._has_loss:
             out["loss"] = float(s["loss"]) / self.n

@@ -3,21 +3,36 @@
 Shapes follow the math, not `nn.Linear`: `W_enc` is [d_in, d_sae], `W_dec` is [d_sae, d_in],
 so `z = act((x - b_dec) @ W_enc + b_enc)` and `x_hat = z @ W_dec + b_dec`. What differs
 between architectures (`act`, the initial encoder scale, whether the loss has the L1 term,
-valid configs) lives in `hsg.sae.architectures`: ReLU (the study's) and TopK. Each row of `W_dec`
+valid configs, extra tensors) lives in `hsg.sae.architectures`: ReLU (the study's), TopK,
+BatchTopK and JumpReLU. Each row of `W_dec`
 is one dictionary atom (a "decoder column" in the d_in x d_sae convention of the papers) and
 is kept at unit L2 norm, so a latent's activation is directly the length of its atom in the
 reconstruction and the L1 penalty cannot be dodged by shrinking z while growing the atom.
 
-Loss normalisation (the same as the study's code, so its λ values carry over):
+Loss normalisation (the same as the study's code, so its λ values carry over when the input
+scale s is 1, i.e. `--no-normalize` or an SAE saved before normalisation existed):
 
     MSE = mean over tokens n of ( sum over d of (x_hat[n,d] - x[n,d])^2 ) / d_in
         = the element-wise mean squared error;
     L1  = mean over tokens n of  sum over latents j of |z[n,j]|;
     loss = MSE + λ(step) * L1,   λ(step) = l1_coefficient * min(1, step / l1_warmup_steps).
 
-Both terms therefore depend on the scale of the activations, and λ's meaning depends on
-d_in (MSE is divided by d_in, L1 is not). Architectures whose spec has `uses_l1=False`
-(TopK: sparsity is fixed by k) train on MSE alone, and L1 is only reported.
+Both terms depend on the scale of the activations, so training normalises them: the loss is
+that of the SAE applied to s·x, with s (`SAEConfig.input_scale`) chosen so that the mean
+squared distance of a token to the data's mean is d_in (each dimension has variance 1 on
+average). In those units the MSE term is about the fraction of variance left unexplained,
+whatever the model or layer. The weights themselves stay in raw units: the SAE applied to
+s·x has biases s·b and the same W_enc, W_dec (every activation here is positively
+homogeneous), so the loss is computed from the raw forward pass as
+
+    loss = s² MSE + λ s L1          (relu)
+    loss = s² MSE + λ₀ L0           (jumprelu; L0 through its straight-through estimator)
+    loss = s² MSE (+ α AuxK)        (topk, batchtopk; AuxK is scale-free)
+
+and training gives the biases the learning rate lr / s (Adam moves a parameter by about lr
+per step whatever its gradient's size, and these biases are s times smaller in raw units).
+Architectures whose spec has neither penalty (TopK) train on the MSE alone (+ AuxK), and
+L1 is only reported.
 """
 
 from __future__ import annotations
@@ -53,13 +68,19 @@ class SAELoadError(ValueError):
 
 @dataclass
 class LossParts:
-    """One batch's objective and its pieces, so training and logging agree on the numbers."""
+    """One batch's objective and its pieces, so training and logging agree on the numbers.
+
+    `mse` and `l1` are in raw units (as reported); `loss` is the normalised objective;
+    `l0` is the penalty's differentiable L0 and `aux` the AuxK loss, where used.
+    """
 
     loss: torch.Tensor
     mse: torch.Tensor
     l1: torch.Tensor
     x_hat: torch.Tensor
     z: torch.Tensor
+    l0: torch.Tensor | None = None
+    aux: torch.Tensor | None = None
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -101,8 +122,26 @@ class SparseAutoencoder(nn.Module):
         self.W_enc = nn.Parameter((w_dec.t() * scale).contiguous().to(dtype))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        for extra in cfg.spec.extra_tensors:
+            value = torch.full(extra.shape(cfg), extra.init(cfg), dtype=torch.float64).to(dtype)
+            self._set_extra(extra.name, value, extra.trainable)
         if device is not None:
             self.to(device)
+
+    def _set_extra(self, name: str, value: torch.Tensor, trainable: bool) -> None:
+        if trainable:
+            setattr(self, name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value)
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        """The names of every saved tensor: the four parameters, then the extras."""
+        return PARAM_NAMES + tuple(e.name for e in self.spec.extra_tensors)
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """The architecture's extra tensors by name (empty for relu and topk)."""
+        return {e.name: getattr(self, e.name) for e in self.spec.extra_tensors}
 
     # ------------------------------------------------------------------ forward
     @property
@@ -135,7 +174,13 @@ class SparseAutoencoder(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents z, shape [..., d_sae]; non-negative, and at most k non-zero for TopK."""
-        return self.spec.activate(self.encode_pre(x), self.cfg)
+        return self.spec.activate(self.encode_pre(x), self.cfg, **self.extra_tensors())
+
+    def encode_train(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pre-activations, training-time latents); may update running state (BatchTopK)."""
+        pre = self.encode_pre(x)
+        act = self.spec.train_activate or self.spec.activate
+        return pre, act(pre, self.cfg, **self.extra_tensors())
 
     def encode_feature(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """Latent j alone, shape [...]: equal to `encode(x)[..., j]`, cheaper where it can be.
@@ -151,7 +196,7 @@ class SparseAutoencoder(nn.Module):
         x = x.to(device=self.device, dtype=self.dtype)
         spec = self.spec
         if spec.encode_feature is None:
-            return spec.activate(self.encode_pre(x), self.cfg)[..., j]
+            return spec.activate(self.encode_pre(x), self.cfg, **self.extra_tensors())[..., j]
         return spec.encode_feature(self, x, j)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -162,14 +207,54 @@ class SparseAutoencoder(nn.Module):
         z = self.encode(x)
         return self.decode(z), z
 
-    def loss(self, x: torch.Tensor, l1_coefficient: float) -> LossParts:
-        """The training objective with the normalisation stated in the module docstring."""
+    def loss(
+        self,
+        x: torch.Tensor,
+        l1_coefficient: float,
+        *,
+        l0_coefficient: float = 0.0,
+        dead: torch.Tensor | None = None,
+    ) -> LossParts:
+        """The training objective with the normalisation stated in the module docstring.
+
+        `dead` (bool [d_sae]) marks the latents that get the AuxK loss, for architectures
+        that use it; the residual they reconstruct is detached, so only they learn from it.
+        """
         x = x.to(device=self.device, dtype=self.dtype)
-        x_hat, z = self(x)
-        mse = (x_hat - x).pow(2).sum(dim=-1).div(self.cfg.d_in).mean()
+        spec, cfg, s = self.spec, self.cfg, self.cfg.scale
+        pre, z = self.encode_train(x)
+        x_hat = self.decode(z)
+        mse = (x_hat - x).pow(2).sum(dim=-1).div(cfg.d_in).mean()
         l1 = z.abs().sum(dim=-1).mean()
-        loss = mse + l1_coefficient * l1 if self.spec.uses_l1 else mse
-        return LossParts(loss=loss, mse=mse, l1=l1, x_hat=x_hat, z=z)
+        loss = mse * (s * s) if s != 1.0 else mse
+        l0 = aux = None
+        if spec.uses_l1:
+            loss = loss + l1_coefficient * s * l1 if s != 1.0 else loss + l1_coefficient * l1
+        if spec.l0_penalty is not None:
+            l0 = spec.l0_penalty(pre, cfg, **self.extra_tensors())
+            loss = loss + l0_coefficient * l0
+        if spec.uses_auxk and dead is not None and cfg.auxk_coefficient > 0:
+            aux = self._auxk(x - x_hat.detach(), pre, dead)
+            if aux is not None:
+                loss = loss + cfg.auxk_coefficient * aux
+        return LossParts(loss=loss, mse=mse, l1=l1, x_hat=x_hat, z=z, l0=l0, aux=aux)
+
+    def _auxk(self, residual: torch.Tensor, pre: torch.Tensor, dead: torch.Tensor):
+        """AuxK: the top-k_aux dead latents (k_aux = d_in // 2) reconstruct the residual.
+
+        Returned relative to the residual's energy, sum ||e_hat - e||^2 / sum ||e||^2, so its
+        weight means the same whatever the scale and the current reconstruction error.
+        """
+        idx = dead.nonzero().squeeze(-1)
+        if idx.numel() == 0:
+            return None
+        k_aux = min(idx.numel(), max(1, self.cfg.d_in // 2))
+        sub = pre.index_select(-1, idx)  # the dead latents' pre-activations only
+        values, indices = sub.topk(k_aux, dim=-1, sorted=False)
+        z_aux = torch.zeros_like(sub).scatter(-1, indices, torch.relu(values))
+        e_hat = z_aux @ self.W_dec.index_select(0, idx)
+        energy = residual.pow(2).sum().clamp_min(torch.finfo(self.dtype).tiny)
+        return (e_hat - residual).pow(2).sum() / energy
 
     # ------------------------------------------------------------------ decoder constraint
     @torch.no_grad()
@@ -196,14 +281,16 @@ class SparseAutoencoder(nn.Module):
     def weights_bytes(self) -> bytes:
         """The exact bytes `save` writes to `sae.safetensors` (deterministic for given weights)."""
         tensors = {
-            name: getattr(self, name).detach().to("cpu").contiguous() for name in PARAM_NAMES
+            name: getattr(self, name).detach().to("cpu").contiguous() for name in self.tensor_names
         }
         return st_save(tensors)
 
     def _weights_key(self) -> tuple[tuple[int, int], ...]:
         # Tensor._version counts in-place writes, so (storage, version) changes whenever the
         # weights can have changed: optimizer steps, load_weights_, .to(device).
-        return tuple((getattr(self, n).data_ptr(), getattr(self, n)._version) for n in PARAM_NAMES)
+        return tuple(
+            (getattr(self, n).data_ptr(), getattr(self, n)._version) for n in self.tensor_names
+        )
 
     def weights_sha256(self) -> str:
         """Content hash of the current weights (that of `sae.safetensors` once saved)."""
@@ -285,6 +372,7 @@ class SparseAutoencoder(nn.Module):
             "W_dec": (cfg.d_sae, cfg.d_in),
             "b_dec": (cfg.d_in,),
         }
+        expected.update({e.name: tuple(e.shape(cfg)) for e in cfg.spec.extra_tensors})
         if set(tensors) != set(expected):
             raise SAELoadError(
                 f"wrong SAE tensors in {weights_path}: found {sorted(tensors)}, "
@@ -307,6 +395,8 @@ class SparseAutoencoder(nn.Module):
         sae.cfg = cfg
         for name in PARAM_NAMES:
             setattr(sae, name, nn.Parameter(tensors[name]))
+        for extra in cfg.spec.extra_tensors:
+            sae._set_extra(extra.name, tensors[extra.name], extra.trainable)
         sae.source = weights_path
         sae.__dict__["_hash_cache"] = (sae._weights_key(), digest)
         if device is not None:
@@ -316,12 +406,12 @@ class SparseAutoencoder(nn.Module):
     def load_weights_(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy weights in place (keeps Parameter identity, so an optimizer stays attached)."""
         with torch.no_grad():
-            for name in PARAM_NAMES:
+            for name in self.tensor_names:
                 getattr(self, name).copy_(tensors[name])
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Detached CPU copies of the four parameters, by name."""
-        return {name: getattr(self, name).detach().to("cpu").clone() for name in PARAM_NAMES}
+        """Detached CPU copies of every saved tensor (parameters and extras), by name."""
+        return {name: getattr(self, name).detach().to("cpu").clone() for name in self.tensor_names}
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

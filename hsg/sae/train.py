@@ -7,10 +7,18 @@ Layout of an output directory:
     train_state/                what `resume` needs: current weights, optimizer, step, epoch,
                                 early-stopping counters, torch RNG, and run.json (configs)
 
-The validation loss is the full objective, MSE + l1_coefficient * L1 with the final λ (MSE
-alone for an architecture without the L1 term, such as TopK), so epochs during the L1 warm-up
-are compared on the same objective as the rest; early stopping only counts epochs after the
-warm-up, when that objective is the one being optimised (from the start without the L1 term).
+The validation loss is the full objective in normalised units (see `model.py`): s²·MSE +
+λ·s·L1 with the final λ for ReLU, s²·MSE + λ₀·L0 for JumpReLU, s²·MSE alone for TopK and
+BatchTopK (the AuxK term is a training aid, not part of the objective). Epochs during the
+penalty's warm-up are compared on the same objective as the rest; early stopping only counts
+epochs after the warm-up, when that objective is the one being optimised (from the start
+without a penalty). An epoch improves on the best when its validation loss is lower by more
+than `min_delta` + `min_rel_delta` × |best|; `epochs` is a ceiling, patience ends runs.
+
+A fresh run first reads a sample of the training split (`_data_statistics`): b_dec starts
+at its geometric median and, unless `normalize=False`, the input scale s is set so that the
+mean squared distance of a token to the sample's mean is d_in. Dead latents for AuxK are
+those that have not fired on the last min(10M, training tokens per epoch) tokens.
 
 Determinism: initialisation comes from the config's seed and the shuffle of epoch e from a
 generator seeded with (seed, e). Checkpoints are taken at epoch ends, so a resumed run
@@ -45,7 +53,16 @@ _CURRENT_FILE = "current.safetensors"
 _RUN_FILE = "run.json"
 # Options that may change between a run and its resumption without changing the result of
 # the epochs already done.
-_RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "min_delta"})
+_RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "min_delta", "min_rel_delta"})
+# What a setting absent from an older run's run.json meant then (it did not exist yet).
+LEGACY_VALUES: dict[str, dict[str, Any]] = {
+    "sae": {"l0_coefficient": 1e-3, "auxk_coefficient": 0.0, "input_scale": None},
+    "train": {"normalize": False, "min_rel_delta": 0.0},
+}
+# AuxK's dead-latent window (Gao et al. 2024), capped at one epoch of training tokens.
+DEAD_TOKENS = 10_000_000
+# Rows read (from up to this many shards spread over the store) for b_dec and the scale.
+_STAT_ROWS, _STAT_SHARDS = 65536, 8
 
 
 class TrainError(ValueError):
@@ -69,11 +86,27 @@ def l1_schedule(cfg: SAEConfig, step: int) -> float:
     return cfg.l1_coefficient * min(1.0, step / cfg.l1_warmup_steps)
 
 
+def l0_schedule(cfg: SAEConfig, step: int) -> float:
+    """λ₀ of the L0 penalty at `step`: the same linear warm-up as λ."""
+    if cfg.l1_warmup_steps <= 0:
+        return cfg.l0_coefficient
+    return cfg.l0_coefficient * min(1.0, step / cfg.l1_warmup_steps)
+
+
 def objective(cfg: SAEConfig, metrics: dict[str, Any]) -> float:
-    """The full objective from accumulated metrics (final λ), used for model selection."""
-    if not cfg.spec.uses_l1:
-        return float(metrics["mse"])
-    return float(metrics["mse"]) + cfg.l1_coefficient * float(metrics["l1"])
+    """The full objective from accumulated metrics (final λ), used for model selection.
+
+    In normalised units (input scale s): s²·MSE, plus λ·s·L1 (relu) or λ₀·L0 (jumprelu).
+    """
+    s = cfg.scale
+    value = float(metrics["mse"]) * s * s if s != 1.0 else float(metrics["mse"])
+    penalty = cfg.spec.penalty
+    if penalty == "l1":
+        l1 = float(metrics["l1"]) * s if s != 1.0 else float(metrics["l1"])
+        return value + cfg.l1_coefficient * l1
+    if penalty == "l0":
+        return value + cfg.l0_coefficient * float(metrics["l0"])
+    return value
 
 
 @torch.no_grad()
@@ -141,7 +174,8 @@ def read_run(out_dir: str | Path) -> dict[str, Any] | None:
 def _check_resumable(saved: dict[str, Any], now: dict[str, Any], out_dir: Path) -> None:
     diffs = []
     for section in ("sae", "train", "data"):
-        a, b = saved.get(section, {}), now.get(section, {})
+        a = {**LEGACY_VALUES.get(section, {}), **saved.get(section, {})}
+        b = now.get(section, {})
         for key in sorted(set(a) | set(b)):
             if section == "train" and key in _RESUMABLE_CHANGES:
                 continue
@@ -220,7 +254,7 @@ def train_sae(
     cfg = fill_provenance(cfg, store.provenance()).replace(weights_sha256=None)
     out = Path(out_dir) if out_dir is not None else None
     state_dir = out / STATE_DIR if out is not None else None
-    run_info = _run_info(cfg, tcfg, store)
+    saved_run = read_run(out) if resume and out is not None else None
 
     val_seq = store.validation_mask(tcfg.val_fraction, cfg.seed)
     train_seq = ~val_seq
@@ -236,10 +270,21 @@ def train_sae(
             f"val_fraction={tcfg.val_fraction}; add data or raise --val-fraction"
         )
 
+    centre = None
+    if resume:
+        if cfg.input_scale is None and saved_run is not None:
+            cfg = cfg.replace(input_scale=saved_run.get("sae", {}).get("input_scale"))
+    else:
+        centre, scale = _data_statistics(store, train_seq, cfg.seed)
+        if tcfg.normalize and cfg.input_scale is None:
+            cfg = cfg.replace(input_scale=scale)
+    run_info = _run_info(cfg, tcfg, store)
+
     device = torch.device(tcfg.device)
     torch.manual_seed(cfg.seed)
     sae = SparseAutoencoder(cfg, device=device)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
+    opt = _optimizer(sae)
+    dead_window = min(DEAD_TOKENS, n_train)
     st: dict[str, Any] = {
         "step": 0,
         "epoch": 0,
@@ -247,13 +292,13 @@ def train_sae(
         "best_epoch": 0,
         "bad_epochs": 0,
         "history": [],
+        "since_fired": torch.zeros(cfg.d_sae, dtype=torch.int64),
     }
     best_in_memory: dict[str, torch.Tensor] | None = None
 
     if resume:
         if state_dir is None or not (state_dir / _STATE_FILE).is_file():
             raise TrainError(f"nothing to resume: no {STATE_DIR}/{_STATE_FILE} in {out}")
-        saved_run = read_run(out)  # type: ignore[arg-type]
         _check_resumable(saved_run or {}, run_info, out)  # type: ignore[arg-type]
         loaded = torch.load(state_dir / _STATE_FILE, map_location="cpu", weights_only=True)
         sae.load_weights_(st_load_file(str(state_dir / _CURRENT_FILE)))
@@ -268,7 +313,13 @@ def train_sae(
                 f"{out} already holds an SAE or a training run; pass --resume to continue it "
                 "or choose another --out"
             )
-        _init_b_dec(sae, store, train_seq)
+        if centre is not None:
+            with torch.no_grad():
+                sae.b_dec.copy_(torch.from_numpy(centre).to(device=device, dtype=sae.dtype))
+        if log and cfg.input_scale is not None:
+            log(
+                f"input scale s = {cfg.input_scale:.6g} (mean squared distance to the mean -> d_in)"
+            )
         if out is not None and state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
             (state_dir / _RUN_FILE).write_text(json.dumps(run_info, indent=2, sort_keys=True))
@@ -278,6 +329,8 @@ def train_sae(
     if stopped_early and log:
         log(f"the run had stopped early (no improvement for {st['bad_epochs']} epochs)")
     last_epoch = st["epoch"] if stopped_early else tcfg.epochs
+    since_fired = st["since_fired"].to(device)
+    track_dead = cfg.spec.uses_auxk and cfg.auxk_coefficient > 0
     for epoch in range(st["epoch"] + 1, last_epoch + 1):
         rng = np.random.default_rng([cfg.seed, epoch])
         acc = MetricsAccumulator(cfg.d_in, cfg.d_sae)
@@ -289,7 +342,12 @@ def train_sae(
         ):
             x = torch.from_numpy(xb).to(device=device, dtype=sae.dtype)
             lam = l1_schedule(cfg, st["step"])
-            parts = sae.loss(x, lam)
+            lam0 = l0_schedule(cfg, st["step"])
+            dead = since_fired >= dead_window if track_dead else None
+            parts = sae.loss(x, lam, l0_coefficient=lam0, dead=dead)
+            if track_dead:
+                fired = (parts.z.detach() != 0).any(dim=0)
+                since_fired.add_(len(xb)).masked_fill_(fired, 0)
             opt.zero_grad(set_to_none=True)
             parts.loss.backward()
             sae.remove_parallel_grad_()
@@ -303,19 +361,22 @@ def train_sae(
         train_m = acc.result()
         val_m = evaluate(sae, store, val_seq, tcfg.batch_size) if n_val else None
         val_loss = objective(cfg, val_m if val_m else train_m)
-        improved = val_loss < st["best_val_loss"] - tcfg.min_delta
+        best = st["best_val_loss"]
+        margin = tcfg.min_delta + (tcfg.min_rel_delta * abs(best) if math.isfinite(best) else 0.0)
+        improved = val_loss < best - margin
         if improved:
             st.update(best_val_loss=val_loss, best_epoch=epoch, bad_epochs=0)
             if out is not None:
                 sae.save(out)
             else:
                 best_in_memory = sae.state_tensors()
-        elif not cfg.spec.uses_l1 or st["step"] >= cfg.l1_warmup_steps:
+        elif cfg.spec.penalty == "none" or st["step"] >= cfg.l1_warmup_steps:
             st["bad_epochs"] += 1
         record = {
             "epoch": epoch,
             "step": st["step"],
             "l1_coefficient": lam,
+            "l0_coefficient": lam0,
             "train": train_m,
             "val": val_m,
             "val_loss": val_loss,
@@ -325,6 +386,7 @@ def train_sae(
         }
         st["history"].append(record)
         st["epoch"] = epoch
+        st["since_fired"] = since_fired.to("cpu").clone()
         if out is not None and state_dir is not None:
             _save_state(state_dir, sae, opt, st)
             _atomic_json_lines(out / METRICS_FILE, st["history"])
@@ -351,20 +413,53 @@ def train_sae(
     )
 
 
-@torch.no_grad()
-def _init_b_dec(sae: SparseAutoencoder, store: ActivationStore, keep: np.ndarray) -> None:
-    """Start b_dec at the mean of the first training shard, the data's rough centre.
+def _optimizer(sae: SparseAutoencoder) -> torch.optim.Adam:
+    """Adam; the biases get lr / s, so they move as they would on the normalised inputs."""
+    lr, s = sae.cfg.lr, sae.cfg.scale
+    if s == 1.0:  # one group, as runs before normalisation had (their optimizer state loads)
+        return torch.optim.Adam(sae.parameters(), lr=lr)
+    biases = [sae.b_enc, sae.b_dec]
+    others = [p for p in sae.parameters() if all(p is not b for b in biases)]
+    return torch.optim.Adam([{"params": others}, {"params": biases, "lr": lr / s}], lr=lr)
 
-    Without it the first steps are spent learning the mean through the latents, which
-    leaves many latents permanently firing on the offset or dead.
+
+def geometric_median(x: np.ndarray, iters: int = 64, tol: float = 1e-7) -> np.ndarray:
+    """The point minimising the sum of Euclidean distances to the rows of x (Weiszfeld)."""
+    y = x.mean(axis=0)
+    for _ in range(iters):
+        dist = np.linalg.norm(x - y, axis=1)
+        w = 1.0 / np.maximum(dist, 1e-12)
+        new = (w[:, None] * x).sum(axis=0) / w.sum()
+        if np.linalg.norm(new - y) <= tol * max(1.0, float(np.linalg.norm(y))):
+            return new
+        y = new
+    return y
+
+
+def _data_statistics(
+    store: ActivationStore, keep: np.ndarray, seed: int
+) -> tuple[np.ndarray, float]:
+    """(geometric median, input scale) of a sample of the training split.
+
+    The sample is every training row of up to `_STAT_SHARDS` shards spread evenly over the
+    store, subsampled (seeded) to `_STAT_ROWS`. b_dec starts at the geometric median: the
+    data's centre, robust to the few tokens far from it, so the first steps are not spent
+    learning the offset through the latents (which leaves many latents firing on it, or
+    dead). The scale s makes the sample's mean squared distance to its mean equal d_in.
     """
-    for i in range(store.num_shards):
-        shard = store.load_shard(i)
-        rows = shard.x[keep[shard.seq]]
-        if len(rows):
-            mean = torch.from_numpy(rows.astype(np.float64).mean(axis=0))
-            sae.b_dec.copy_(mean.to(device=sae.device, dtype=sae.dtype))
-            return
+    picks = np.unique(np.linspace(0, store.num_shards - 1, _STAT_SHARDS).round().astype(int))
+    rows = []
+    for i in picks:
+        shard = store.load_shard(int(i))
+        rows.append(shard.x[keep[shard.seq]])
+    x = np.concatenate(rows).astype(np.float64)
+    if len(x) > _STAT_ROWS:
+        x = x[np.random.default_rng([seed, 7]).choice(len(x), _STAT_ROWS, replace=False)]
+    if len(x) == 0:  # no training row in the sampled shards: fall back to no change
+        return np.zeros(store.d_in), 1.0
+    msd = float(((x - x.mean(axis=0)) ** 2).sum(axis=1).mean())
+    scale = math.sqrt(store.d_in / msd) if msd > 0 else 1.0
+    return geometric_median(x), scale
 
 
 __all__ = [
@@ -374,6 +469,8 @@ __all__ = [
     "TrainResult",
     "WEIGHTS_FILE",
     "evaluate",
+    "geometric_median",
+    "l0_schedule",
     "l1_schedule",
     "objective",
     "read_run",

@@ -203,8 +203,9 @@ def test_a_registered_architecture_trains(toy):
     res = train_sae(ArrayStore(x, shard_size=64), cfg, TrainConfig(batch_size=32, epochs=2))
     first = res.history[0]
     assert res.sae.cfg.architecture == "toy"
-    # no L1 term: the objective is the MSE alone, however large λ's warm-up leaves it
-    assert first["val_loss"] == pytest.approx(first["val"]["mse"])
+    # no L1 term: the objective is the (normalised) MSE alone, whatever λ's warm-up leaves
+    s = res.sae.cfg.scale
+    assert s != 1.0 and first["val_loss"] == pytest.approx(s * s * first["val"]["mse"])
 
 
 def test_registration_refuses_clashes_and_forgets_cleanly(toy):

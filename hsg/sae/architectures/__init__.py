@@ -2,11 +2,14 @@
 
 An architecture is everything that differs between sparse autoencoders that share the
 `SparseAutoencoder` parameters (`W_enc`, `b_enc`, `W_dec`, `b_dec`) and its file format: how
-the latents follow from the pre-activations, how one latent is read on its own, how the tied
-encoder is scaled at initialisation, whether the loss carries the L1 penalty, and which
-configs are valid. Each public module of this package (`relu.py`, `topk.py`, ...) defines one
-`SPEC: ArchitectureSpec` whose `name` is the module's name; nothing else in hsg names an
-architecture, so adding one is adding a module (and its test).
+the latents follow from the pre-activations (at inference and, if different, in training),
+how one latent is read on its own, how the tied encoder is scaled at initialisation, which
+penalty the loss carries (L1, L0 or none) and whether dead latents get the AuxK loss, which
+extra tensors it keeps beside the four (thresholds; saved in the same safetensors file, so
+an SAE without extras is written byte for byte as before), and which configs are valid.
+Each public module of this package (`relu.py`, `topk.py`, `batchtopk.py`, `jumprelu.py`)
+defines one `SPEC: ArchitectureSpec` whose `name` is the module's name; nothing else in
+hsg names an architecture, so adding one is adding a module (and its test).
 
 Modules are found by name without being imported, and imported on first use: listing the
 names (the CLI's `--arch` choices) costs neither torch nor the modules themselves. Modules
@@ -32,11 +35,33 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArchitectureSpec",
+    "ExtraTensor",
     "architecture_names",
     "get_architecture",
     "register_architecture",
     "unregister_architecture",
 ]
+
+
+@dataclass(frozen=True)
+class ExtraTensor:
+    """A tensor an architecture keeps beside `W_enc`, `b_enc`, `W_dec` and `b_dec`.
+
+    - `name`: its key in `sae.safetensors` and its attribute on the `SparseAutoencoder`;
+    - `shape(cfg)`: its shape (`()` for a scalar);
+    - `init(cfg)`: the value every element starts at, in the units of the raw activations
+      (`cfg.input_scale` converts from the normalised units the defaults are stated in);
+    - `trainable`: a parameter the optimizer updates (JumpReLU's log-thresholds), or else a
+      buffer the architecture updates itself during training (BatchTopK's threshold).
+
+    Extra tensors are saved, hashed, loaded and checkpointed with the weights, bit for bit,
+    and are passed by name as keyword arguments to the spec's functions that take `**extra`.
+    """
+
+    name: str
+    shape: Callable[[SAEConfig], tuple[int, ...]]
+    init: Callable[[SAEConfig], float]
+    trainable: bool
 
 
 @dataclass(frozen=True)
@@ -46,8 +71,9 @@ class ArchitectureSpec:
     - `name`: the value of `SAEConfig.architecture` (and of `hsg sae train --arch`).
     - `validate(cfg)`: raise `ConfigError` for a config this architecture cannot use (TopK
       needs 1 <= k <= d_sae). Called after the shape checks, so d_in and d_sae are positive.
-    - `activate(pre, cfg)`: the latents z, [..., d_sae], from the pre-activations
-      `(x - b_dec) @ W_enc + b_enc`.
+    - `activate(pre, cfg, **extra)`: the latents z, [..., d_sae], from the pre-activations
+      `(x - b_dec) @ W_enc + b_enc` (at inference; `extra` holds the extra tensors by name,
+      none for an architecture without them, so `activate(pre, cfg)` is enough there).
     - `init_scale(cfg)`: the factor on the tied encoder at initialisation,
       `W_enc = scale * W_dec^T` (the random unit atoms are drawn the same way for all).
     - `uses_l1`: whether the loss is MSE + λ·L1 with λ warmed up over `l1_warmup_steps` (and
@@ -59,15 +85,36 @@ class ArchitectureSpec:
       dtype; it must equal `encode(x)[..., j]`. Optional: None reads column j of the full
       `activate`, which is exact for any architecture; an architecture whose latent j depends
       only on pre-activation j (ReLU) gives a cheaper one.
+    - `train_activate(pre, cfg, **extra)`: the latents during training, when they differ
+      from inference (BatchTopK selects over the whole batch and updates its threshold
+      buffer in place; JumpReLU lets the threshold gradient through a straight-through
+      estimator). None: `activate`.
+    - `extra_tensors`: the `ExtraTensor`s this architecture keeps (none by default).
+    - `l0_penalty(pre, cfg, **extra)`: a differentiable stand-in for the mean L0, given when
+      the loss is MSE + λ₀·L0 (`SAEConfig.l0_coefficient`, warmed up like λ); the objective
+      for model selection then uses the measured L0.
+    - `uses_auxk`: whether dead latents are trained on the AuxK loss (Gao et al. 2024: the
+      top `d_in // 2` dead latents reconstruct the residual, weight `auxk_coefficient`).
     """
 
     name: str
     validate: Callable[[SAEConfig], None]
-    activate: Callable[[torch.Tensor, SAEConfig], torch.Tensor]
+    activate: Callable[..., torch.Tensor]
     init_scale: Callable[[SAEConfig], float]
     uses_l1: bool
     uses_k: bool = False
     encode_feature: Callable[[SparseAutoencoder, torch.Tensor, int], torch.Tensor] | None = None
+    train_activate: Callable[..., torch.Tensor] | None = None
+    extra_tensors: tuple[ExtraTensor, ...] = ()
+    l0_penalty: Callable[..., torch.Tensor] | None = None
+    uses_auxk: bool = False
+
+    @property
+    def penalty(self) -> str:
+        """Which sparsity term the loss carries: "l1", "l0" or "none"."""
+        if self.uses_l1:
+            return "l1"
+        return "l0" if self.l0_penalty is not None else "none"
 
 
 # Loaded and registered specs by name; module architectures enter on first use.

@@ -1,6 +1,7 @@
 """TopK SAE: exactly k latents selected per token, ReLU on the selected values, MSE loss.
 
-Sparsity is fixed by k, so the loss carries no L1 term (λ is ignored, L1 only reported).
+Sparsity is fixed by k, so the loss carries no L1 term (λ is ignored, L1 only reported);
+latents that have stopped firing are revived by the AuxK loss (Gao et al. 2024).
 Whether latent j is selected depends on every pre-activation of the token, so one feature
 is read from the full encoding.
 """
@@ -50,4 +51,5 @@ SPEC = ArchitectureSpec(
     uses_l1=False,
     uses_k=True,
     encode_feature=encode_feature,
+    uses_auxk=True,
 )
