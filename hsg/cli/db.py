@@ -186,3 +186,42 @@ def init(settings: ConnectionSettings) -> None:
     except DatabaseError as exc:
         _fail(exc)
     click.echo(f"schema applied: {n} statements on {settings.describe()}")
+
+
+@db.command()
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print every check as JSON.")
+def check(settings: ConnectionSettings, as_json: bool) -> None:
+    """Check the graph against what hsg's writer promises; exit 1 when anything is off.
+
+    Reports duplicate node keys, two Features for one (SAE, index), incomplete SAE
+    dictionaries, Features outside their SAE, sequences encoded twice for one SAE,
+    activations pointing outside their SAE, sequences whose activations differ from their
+    ENCODED_BY mark, and ingest runs left "running". Read-only.
+    """
+    from dataclasses import asdict
+
+    from hsg import api
+
+    try:
+        with api.connection_for(settings) as graph:
+            findings = graph.check()
+    except DatabaseError as exc:
+        _fail(exc)
+    problems = [f for f in findings if not f.ok]
+    if as_json:
+        click.echo(json.dumps([asdict(f) | {"ok": f.ok} for f in findings], indent=2))
+    else:
+        for f in findings:
+            mark = "ok " if f.ok else "BAD"
+            line = f"{mark} {f.name}: {f.count}"
+            if not f.ok:
+                line += f" — {f.description}; e.g. {', '.join(f.examples)}"
+            click.echo(line)
+        click.echo(
+            f"{len(problems)} problem(s) found on {settings.describe()}"
+            if problems
+            else f"the graph on {settings.describe()} is consistent"
+        )
+    if problems:
+        sys.exit(1)

@@ -104,7 +104,9 @@ class GraphWriter:
         try:
             ensure_schema(self.driver, self.database)
         except ServiceUnavailable as exc:
-            raise DatabaseError(f"lost the connection to Neo4j: {exc}") from exc
+            raise DatabaseError(
+                f"lost the connection to Neo4j: {exc}", connection_lost=True
+            ) from exc
         except Neo4jError as exc:
             raise DatabaseError(f"Neo4j refused the schema: {exc.message}") from exc
 
@@ -167,7 +169,8 @@ class GraphWriter:
         except ServiceUnavailable as exc:
             raise DatabaseError(
                 f"lost the connection to Neo4j while writing: {exc}. Everything written "
-                "before this batch is kept; run the same command again to resume."
+                "before this batch is kept; run the same command again to resume.",
+                connection_lost=True,
             ) from exc
         except Neo4jError as exc:
             raise DatabaseError(f"Neo4j refused a write: {exc.message}") from exc
@@ -184,7 +187,9 @@ class GraphWriter:
                 routing_=neo4j.RoutingControl.READ,
             ).records
         except ServiceUnavailable as exc:
-            raise DatabaseError(f"lost the connection to Neo4j: {exc}") from exc
+            raise DatabaseError(
+                f"lost the connection to Neo4j: {exc}", connection_lost=True
+            ) from exc
 
 
 class BackgroundWriter:

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from hsg.config import JsonConfig
+from hsg.db.errors import DatabaseError
+from hsg.db.runs import process_marker
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
 from hsg.iterutils import batched
 from hsg.regions.records import InputError, SequenceRecord
@@ -172,6 +174,7 @@ def run_ingest(
                 "parameters": cfg.to_json(indent=None),
                 "hsg_version": _hsg_version(),
                 "status": "running",
+                **process_marker(),  # host and pid: `hsg db status` tells a stale run
             },
         )
         background = BackgroundWriter(writer)
@@ -182,6 +185,8 @@ def run_ingest(
     stats = WriteStats()
     try:
         for batch in batched(records, cfg.batch_size):
+            if background is not None:
+                background.raise_if_failed()  # a lost server stops the run at once
             summary.sequences_read += len(batch)
             # one write per id: a repeated row with the same sequence adds its labels, one
             # with another sequence is an error (validation reports it before any write)
@@ -283,6 +288,8 @@ def _mark_failed(writer: GraphWriter, exc: BaseException, summary, started: floa
     """Record on the run's node that it did not finish, and why; best effort, since the
     database itself may be what failed (then `hsg db status` shows the run as stale)."""
     interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    if isinstance(exc, DatabaseError) and exc.connection_lost:
+        return  # the server is gone: retrying to say so would only delay the error
     try:
         writer.finish(
             {

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from hsg import api
+from hsg.cli import cli
 from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 
 pytestmark = pytest.mark.db
@@ -182,6 +184,12 @@ def test_a_broken_dictionary_is_refused_before_any_activation(clean_db, assets):
     assert set(problems) == {"feature_index_duplicates", "features_outside_an_sae"}
     assert problems["feature_index_duplicates"].examples == [f"{sae.sae_id}/3"]
     assert problems["features_outside_an_sae"].examples == ["stray"]
+    result = CliRunner().invoke(cli, ["db", "check"])
+    assert result.exit_code == 1
+    assert "BAD feature_index_duplicates: 1" in result.output and "2 problem(s)" in result.output
+    clean_db.execute_query("MATCH (f:Feature {id: 'stray'}) DELETE f")
+    result = CliRunner().invoke(cli, ["db", "check"])
+    assert result.exit_code == 0 and "is consistent" in result.output, result.output
 
 
 def test_a_failed_run_is_marked_failed(clean_db, assets):

@@ -357,3 +357,9 @@ def test_differential_centrality(session):
     )
     assert [r["index"] for r in swapped] == [1, 2, 0]
     assert swapped[2]["log2_fold_change"] == pytest.approx(-lfc(BINDING[0], 0))
+
+
+def test_running_ingest_runs(session):
+    # this graph was built without ingest runs; the states of running, stale and finished
+    # runs are covered with the status command in test_server_hardening.py
+    assert session.named("running_ingest_runs") == []
