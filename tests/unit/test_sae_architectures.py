@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from hsg.sae.config import ConfigError, SAEConfig, TrainConfig
 from hsg.sae.model import SparseAutoencoder
 from hsg.sae.train import objective, train_sae
 
-ARCHS = {"relu": {}, "topk": {"k": 5}}
+ARCHS = {"relu": {}, "topk": {"k": 5}, "batchtopk": {"k": 5}, "jumprelu": {}}
 
 
 def _sae(arch: str, dtype: str = "float32", **kw) -> SparseAutoencoder:
@@ -32,6 +33,8 @@ def _sae(arch: str, dtype: str = "float32", **kw) -> SparseAutoencoder:
     with torch.no_grad():
         sae.b_enc.copy_(torch.randn(cfg.d_sae, generator=gen, dtype=torch.float64) * 0.3)
         sae.b_dec.copy_(torch.randn(cfg.d_in, generator=gen, dtype=torch.float64))
+        for extra in sae.extra_tensors().values():  # thresholds that leave some latents on
+            extra.copy_(torch.full(extra.shape, 0.2 if extra.ndim == 0 else math.log(0.2)))
     return sae
 
 
