@@ -13,9 +13,8 @@ import sys
 import time
 
 import pytest
-import torch
+from graph_helpers import fingerprint, tiny_pair
 
-from hsg import api
 from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
@@ -25,40 +24,15 @@ N = 600
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from hsg.sae.config import SAEConfig
-    from hsg.sae.model import SparseAutoencoder
-
-    root = tmp_path_factory.mktemp("crash")
-    model = api.make_tiny_model(root / "model", "v2", seed=4)
-    encoder = api.load_encoder(model, device="cpu")
-    torch.manual_seed(0)
-    cfg = SAEConfig(
-        d_in=encoder.hidden_size,
-        d_sae=32,
-        layer=1,
-        model_id=encoder.model_id,
-        encoder_checkpoint_hash=encoder.checkpoint_hash,
-    )
-    SparseAutoencoder(cfg).save(root / "sae")
-    data = write_tsv(make_synthetic_dataset(n=N, seed=9), root / "data.tsv")
-    return {"model": model, "sae": root / "sae", "data": data}
+    pair = tiny_pair(tmp_path_factory.mktemp("crash"), seed=4, d_sae=32)
+    pair["data"] = write_tsv(make_synthetic_dataset(n=N, seed=9), pair["root"] / "data.tsv")
+    return pair
 
 
 def command(assets) -> list[str]:
     return [sys.executable, "-m", "hsg", "ingest", str(assets["data"]), "--model",
             str(assets["model"]), "--sae", str(assets["sae"]), "--device", "cpu",
             "--batch-size", "16", "--write-batch", "16"]  # fmt: skip
-
-
-def fingerprint(driver) -> dict:
-    from hsg.graph.statements import COUNTS
-
-    counts = dict(driver.execute_query(COUNTS).records[0])
-    rows = driver.execute_query(
-        "MATCH (f:Feature) OPTIONAL MATCH (:Sequence)-[a:ACTIVATES]->(f) "
-        "RETURN f.id AS id, count(a) AS n, round(sum(a.activation), 4) AS total ORDER BY id"
-    ).records
-    return {"counts": counts, "features": [(r["id"], r["n"], r["total"]) for r in rows]}
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
+from graph_helpers import fingerprint as graph_fingerprint
+from graph_helpers import tiny_pair
 
 from hsg import api
 from hsg.cli import cli
@@ -25,41 +26,16 @@ HSG = [sys.executable, "-m", "hsg"]
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    from hsg.sae.config import SAEConfig
-    from hsg.sae.model import SparseAutoencoder
-
-    root = tmp_path_factory.mktemp("integrity")
-    model = api.make_tiny_model(root / "model", "v2", seed=2)
-    encoder = api.load_encoder(model, device="cpu")
-    torch.manual_seed(0)
-    cfg = SAEConfig(
-        d_in=encoder.hidden_size,
-        d_sae=40,
-        layer=1,
-        model_id=encoder.model_id,
-        encoder_checkpoint_hash=encoder.checkpoint_hash,
-    )
-    SparseAutoencoder(cfg).save(root / "sae")
+    pair = tiny_pair(tmp_path_factory.mktemp("integrity"), seed=2, d_sae=40)
     records = make_synthetic_dataset(n=90, seed=5)
-    return {
-        "root": root,
-        "model": model,
-        "sae": root / "sae",
-        "encoder": encoder,
-        "all": write_tsv(records, root / "all.tsv"),
-        "a": write_tsv(records[:60], root / "a.tsv"),
-        "b": write_tsv(records[30:], root / "b.tsv"),
-    }
+    pair["all"] = write_tsv(records, pair["root"] / "all.tsv")
+    pair["a"] = write_tsv(records[:60], pair["root"] / "a.tsv")
+    pair["b"] = write_tsv(records[30:], pair["root"] / "b.tsv")
+    return pair
 
 
 def fingerprint(driver) -> dict:
-    from hsg.graph.statements import COUNTS
-
-    counts = dict(driver.execute_query(COUNTS).records[0])
-    rows = driver.execute_query(
-        "MATCH (f:Feature) OPTIONAL MATCH (:Sequence)-[a:ACTIVATES]->(f) "
-        "RETURN f.id AS id, count(a) AS n, round(sum(a.activation), 4) AS total ORDER BY id"
-    ).records
+    """The shared fingerprint plus node counts a race would double, and unfinished runs."""
     nodes = driver.execute_query(
         "CALL () { MATCH (x:SAE) RETURN count(x) AS saes } "
         "CALL () { MATCH (m:Model) RETURN count(m) AS models } "
@@ -67,8 +43,7 @@ def fingerprint(driver) -> dict:
         "RETURN saes, models, open"
     ).records[0]
     return {
-        "counts": counts,
-        "features": [(r["id"], r["n"], r["total"]) for r in rows],
+        **graph_fingerprint(driver),
         "saes": nodes["saes"],
         "models": nodes["models"],
         "unfinished_runs": nodes["open"],
