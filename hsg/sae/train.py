@@ -216,7 +216,7 @@ def _format(record: dict[str, Any]) -> str:
             return f"{name} -"
         return (
             f"{name} mse={m['mse']:.4g} fve={m['fve']:.4f} L0={m['l0']:.1f} "
-            f"dead={m['dead_latents']}"
+            f"dead={m['dead_latents']} dense={m.get('dense_latents', 0)}"
         )
 
     star = " *best*" if record["best"] else ""

@@ -161,7 +161,7 @@ def test_jumprelu_loss_is_mse_plus_l0():
     parts = sae.loss(x, 0.5, l0_coefficient=0.25)
     l0 = float((sae.encode(x) != 0).sum(-1).double().mean())
     assert float(parts.l0.detach()) == pytest.approx(l0)
-    assert float(parts.loss) == pytest.approx(4 * float(parts.mse) + 0.25 * l0)
+    assert float(parts.loss.detach()) == pytest.approx(4 * float(parts.mse.detach()) + 0.25 * l0)
     assert (
         objective(sae.cfg, {"mse": 1.0, "l1": 9.0, "l0": 3.0}) == 4.0 + sae.cfg.l0_coefficient * 3
     )
