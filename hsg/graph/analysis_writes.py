@@ -140,6 +140,9 @@ def write_correlations(
     are MERGEd with `kind` and `source`. Rows whose feature does not exist in its SAE are
     skipped and counted.
     """
+    from hsg.db.schema import ensure_schema
+
+    ensure_schema(driver, database)  # track Annotations are MERGEd: their key must be unique
     computed = computed or datetime.now(timezone.utc).isoformat()
     result = CorrelationWrite()
     for sae, sae_rows in rows_by_sae.items():
