@@ -35,6 +35,11 @@ def _echo_summary(summary, as_json: bool) -> None:
     )
     click.echo(
         f"  activations: {summary.activations}   annotation links: {summary.annotation_links}"
+        + (
+            f"   repeated ids merged: {summary.duplicates}"  # same sequence, labels combined
+            if summary.duplicates
+            else ""
+        )
     )
     if not summary.dry_run:
         click.echo(
