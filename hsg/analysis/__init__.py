@@ -56,10 +56,7 @@ class AnalysisSession:
         from hsg.db.cypher import load_query
 
         query = load_query(name)
-        if set(params) != set(query.params):
-            raise ValueError(
-                f"query {name!r} takes parameters {sorted(query.params)}, got {sorted(params)}"
-            )
+        query.check_params(params)
         return self.records(query.text, **params)
 
     def write(self, work: Callable[[neo4j.ManagedTransaction], Any]) -> Any:

@@ -88,14 +88,7 @@ class Connection:
         from hsg.db.cypher import load_query
 
         query = load_query(name)
-        missing = sorted(set(query.params) - set(params))
-        extra = sorted(set(params) - set(query.params))
-        if missing or extra:
-            raise ValueError(
-                f"query {name!r} takes parameters {sorted(query.params)}"
-                + (f"; missing {missing}" if missing else "")
-                + (f"; unknown {extra}" if extra else "")
-            )
+        query.check_params(params)
         result = self.driver.execute_query(
             query.text, parameters_=params, database_=self.database, result_transformer_=_frame
         )

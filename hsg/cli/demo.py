@@ -206,8 +206,7 @@ def _named(driver, database: str, name: str, **params) -> list:
     from hsg.db.cypher import load_query
 
     query = load_query(name)
-    if set(params) != set(query.params):
-        raise ValueError(f"query {name!r} takes {sorted(query.params)}, got {sorted(params)}")
+    query.check_params(params)
     return driver.execute_query(query.text, parameters_=params, database_=database).records
 
 

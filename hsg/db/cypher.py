@@ -8,6 +8,7 @@ the statements sent to the server.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,19 @@ class NamedQuery:
     description: str
     params: tuple[str, ...]
     path: Path
+
+    def check_params(self, params: Iterable[str]) -> None:
+        """The parameters given must be exactly the query's own: a renamed or forgotten one
+        would otherwise read as null and quietly return nothing."""
+        given = set(params)
+        missing = sorted(set(self.params) - given)
+        extra = sorted(given - set(self.params))
+        if missing or extra:
+            raise ValueError(
+                f"query {self.name!r} takes parameters {sorted(self.params)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {extra}" if extra else "")
+            )
 
 
 def load_query(name: str, directory: Path | None = None) -> NamedQuery:
