@@ -129,13 +129,11 @@ def cache_activations(
         from hsg.sae.compat import check_compatible
 
         check_compatible(encoder, sae, layer, allow_model_mismatch=allow_model_mismatch)
-    else:
-        encoder.model.check_layer(layer)
-        if not 0 <= layer <= encoder.num_layers:
-            raise ValueError(
-                f"layer {layer} is out of range for {encoder.model_id}: 0 (embeddings) to "
-                f"{encoder.num_layers} (output of the last block)"
-            )
+    elif not 0 <= layer <= encoder.num_layers:
+        raise ValueError(
+            f"layer {layer} is out of range for {encoder.model_id}: 0 (embeddings) to "
+            f"{encoder.num_layers} (output of the last block)"
+        )
 
     def records():
         return iter_regions(data, fmt=fmt, reference=reference)
@@ -339,24 +337,21 @@ def evaluate_sae(
         if layer is None:
             raise ValueError("a layer is needed: the SAE's cfg.json records none")
     with tempfile.TemporaryDirectory(prefix="hsg-sae-eval-") as tmp:
-        store = (
-            open_activation_source(
-                activations=activations,
-                data=data,
-                model=model,
-                layer=layer,
-                cache=cache or (Path(tmp) if data is not None else None),
-                shard_size=shard_size,
-                reference=reference,
-                batch_size=embed_batch_size,
-                include_cls=include_cls,
-                device=str(model_sae.device),
-                sae=model_sae,
-                allow_model_mismatch=allow_model_mismatch,
-                log=log,
-            )
-            if data is not None
-            else open_activation_source(activations=activations, shard_size=shard_size)
+        # the encoding options only matter for data; a file ignores them
+        store = open_activation_source(
+            activations=activations,
+            data=data,
+            model=model,
+            layer=layer,
+            cache=cache or (Path(tmp) if data is not None else None),
+            shard_size=shard_size,
+            reference=reference,
+            batch_size=embed_batch_size,
+            include_cls=include_cls,
+            device=str(model_sae.device),
+            sae=model_sae,
+            allow_model_mismatch=allow_model_mismatch,
+            log=log,
         )
         model_sae.check_input(store.d_in, f"activations in {store.source}")
         keep = None

@@ -181,7 +181,6 @@ def run_ingest(
 
     pending: list[SequenceWrite] = []
     seen = SeenIds()
-    labels_only: dict[str, SequenceRecord] = {}
     stats = WriteStats()
     try:
         for batch in batched(records, cfg.batch_size):
@@ -190,27 +189,25 @@ def run_ingest(
             summary.sequences_read += len(batch)
             # one write per id: a repeated row with the same sequence adds its labels, one
             # with another sequence is an error (validation reports it before any write)
-            unique: dict[str, SequenceRecord] = {}
+            unique: dict[str, SequenceRecord] = {}  # first seen in this batch
+            repeats: dict[str, SequenceRecord] = {}  # first seen in an earlier batch
             labels: dict[str, list[str]] = {}
             for r in batch:
-                first = seen.add(r)
                 names = labels.setdefault(r.id, [])
                 names.extend(n for n in r.labels if n not in names)
-                if first:
+                if seen.add(r):
                     unique[r.id] = r
                 else:
                     summary.duplicates += 1
-                    repeat = r.id not in unique and r.id not in labels_only
-                    if repeat:
-                        labels_only[r.id] = r
+                    if r.id not in unique:
+                        repeats.setdefault(r.id, r)
             done = writer.encoded_ids(list(unique)) if writer else set()
             todo = [r for r in unique.values() if r.id not in done]
             summary.sequences_skipped += len(done)
             writes = {
                 r.id: SequenceWrite(r.id, sequence_props(r), labels[r.id], None)
-                for r in [*unique.values(), *labels_only.values()]
+                for r in [*unique.values(), *repeats.values()]
             }
-            labels_only.clear()
             if todo:
                 out = encoder.embed([r.sequence for r in todo], layer, names=[r.id for r in todo])
                 hidden = out.hidden[out.content_mask].to(device)
