@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from hsg.config import JsonConfig
 from hsg.db.errors import DatabaseError
 from hsg.db.runs import process_marker
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
+from hsg.ingest.encode import activation_rows, encode_batch, top_features  # noqa: F401 (re-exported)
 from hsg.iterutils import batched
 from hsg.regions.records import InputError, SequenceRecord
 from hsg.regions.sources import annotate_all, build_sources
@@ -79,33 +78,6 @@ class IngestSummary:
         return self.relationships_created / self.seconds if self.seconds else 0.0
 
 
-def top_features(
-    latents: torch.Tensor, k: int, min_activation: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per token, the k largest latents and their indices; entries ≤ min_activation are
-    marked with index -1. k=1 is the study's argmax, but a zero latent never counts as an
-    activation (the original code linked every token to feature 0 when all were zero)."""
-    k = min(k, latents.shape[-1])
-    values, indices = torch.topk(latents, k, dim=-1)
-    indices = torch.where(values > min_activation, indices, torch.full_like(indices, -1))
-    return values, indices
-
-
-def activation_rows(tokens: list[str], values: torch.Tensor, indices: torch.Tensor) -> list[list]:
-    """Rows [feature, position, token, activation, rank] for one sequence.
-
-    Every token position is kept, repeated k-mers included (the original code kept only the
-    last occurrence of each k-mer)."""
-    rows = []
-    vals = values.tolist()
-    idx = indices.tolist()
-    for position, token in enumerate(tokens):
-        for rank, (feature, value) in enumerate(zip(idx[position], vals[position], strict=True)):
-            if feature >= 0:
-                rows.append([feature, position, token, float(value), rank])
-    return rows
-
-
 def sequence_props(record: SequenceRecord) -> dict:
     props = {"length": len(record.sequence), "gc": round(record.gc, 6), "sequence": record.sequence}
     for key in ("chrom", "start", "end", "strand"):
@@ -131,12 +103,17 @@ def run_ingest(
     driver=None,
     database: str = "neo4j",
     progress: Callable[[int], None] | None = None,
+    run_id: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IngestSummary:
-    """Encode and write `records`. `driver` may be None only for a dry run."""
+    """Encode and write `records`. `driver` may be None only for a dry run.
+
+    ``run_id`` reuses an (:IngestRun) node (a service resuming its job keeps its id);
+    ``should_stop`` is asked at each batch boundary, and True ends the run with
+    `IngestCancelled`, its node marked cancelled (what was written is whole batches)."""
     layer = cfg.layer if cfg.layer is not None else sae.cfg.layer
     sae.check_input(encoder.hidden_size)
-    device = next(sae.parameters()).device
-    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    run_id = run_id or new_run_id()
     summary = IngestSummary(run_id=run_id, dry_run=cfg.dry_run)
     started = time.perf_counter()  # the summary's time includes loading the annotators
     sources = build_sources(
@@ -184,6 +161,8 @@ def run_ingest(
     stats = WriteStats()
     try:
         for batch in batched(records, cfg.batch_size):
+            if should_stop is not None and should_stop():
+                raise IngestCancelled(f"run {run_id} cancelled")
             if background is not None:
                 background.raise_if_failed()  # a lost server stops the run at once
             summary.sequences_read += len(batch)
@@ -209,18 +188,8 @@ def run_ingest(
                 for r in [*unique.values(), *repeats.values()]
             }
             if todo:
-                out = encoder.embed([r.sequence for r in todo], layer, names=[r.id for r in todo])
-                hidden = out.hidden[out.content_mask].to(device)
-                with torch.inference_mode():
-                    latents = sae.encode(hidden.to(next(sae.parameters()).dtype)).float().cpu()
-                values, indices = top_features(latents, cfg.top_k, cfg.min_activation)
-                offset = 0
-                for record, tokens in zip(todo, out.tokens, strict=True):
-                    n = len(tokens)
-                    rows = activation_rows(
-                        tokens, values[offset : offset + n], indices[offset : offset + n]
-                    )
-                    offset += n
+                encoded = encode_batch(encoder, sae, todo, layer, cfg.top_k, cfg.min_activation)
+                for record, rows in zip(todo, encoded, strict=True):
                     writes[record.id].activations = rows
                     summary.activations += len(rows)
                 summary.sequences_encoded += len(todo)
@@ -281,16 +250,26 @@ def run_ingest(
     return summary
 
 
+class IngestCancelled(Exception):
+    """A run stopped by its `should_stop` callback at a batch boundary."""
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time: `20260101T120000Z-1a2b3c4d`."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
 def _mark_failed(writer: GraphWriter, exc: BaseException, summary, started: float) -> None:
     """Record on the run's node that it did not finish, and why; best effort, since the
     database itself may be what failed (then `hsg db status` shows the run as stale)."""
     interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    status = "cancelled" if isinstance(exc, IngestCancelled) else None
     if isinstance(exc, DatabaseError) and exc.connection_lost:
         return  # the server is gone: retrying to say so would only delay the error
     try:
         writer.finish(
             {
-                "status": "interrupted" if interrupted else "failed",
+                "status": status or ("interrupted" if interrupted else "failed"),
                 "finished": datetime.now(timezone.utc).isoformat(),
                 "error": f"{type(exc).__name__}: {exc}"[:2000],
                 "sequences_read": summary.sequences_read,
