@@ -13,6 +13,7 @@ Graph model (see ../shared/DESIGN.md):
     (:Sequence {id, chrom, start, end, strand, length, gc, sequence})
     (:Sequence)-[:HAS_LABEL]->(:Label {name})
     (:Sequence)-[:ACTIVATES {position, token, activation, rank}]->(:Feature {id, sae, index})
+    (:Sequence)-[:HAS_FEATURE {count, sum, max}]->(:Feature)  -- one per pair, see below
     (:Sequence)-[:OVERLAPS {start, end}]->(:Annotation {id, kind, name, source})
     (:Sequence)-[:HAS_MOTIF {start, end, strand, score}]->(:Annotation)
     (:Sequence)-[:ENCODED_BY {run, activations}]->(:SAE)     -- the per-sequence commit mark
@@ -98,6 +99,13 @@ RETURN size(indices) AS features,
 
 # The guard (NOT EXISTS) keeps a concurrent or repeated batch from doubling activations; the
 # counts returned are of the sequences this transaction marked: a run counts only its own work.
+#
+# Besides the token-level ACTIVATES, one HAS_FEATURE {count, sum, max} per (sequence, feature)
+# pair aggregates them: the number of token positions at which the feature fired, the sum and
+# the maximum of its activation there. It is aggregated by the server from the very rows it
+# creates ACTIVATES from, in the same statement, so the two can never disagree, and analyses
+# that only need the pair (PageRank's projection, support counts) read one relationship per
+# pair instead of aggregating the token rows every time. A bulk loader must write both.
 WRITE_ACTIVATIONS = """
 MATCH (x:SAE {id: $sae_id})
 CALL (x) {
@@ -112,6 +120,8 @@ CALL (s, row, features) {
   UNWIND row.acts AS a
   WITH s, a, features[a[0]] AS f
   CREATE (s)-[:ACTIVATES {position: a[1], token: a[2], activation: a[3], rank: a[4]}]->(f)
+  WITH s, f, count(*) AS n, sum(a[3]) AS total, max(a[3]) AS peak
+  CREATE (s)-[:HAS_FEATURE {count: n, sum: total, max: peak}]->(f)
 }
 RETURN count(s) AS encoded, sum(size(row.acts)) AS activations
 """
@@ -166,10 +176,11 @@ CALL () { MATCH (n:Feature) RETURN count(n) AS features }
 CALL () { MATCH (n:Label) RETURN count(n) AS labels }
 CALL () { MATCH (n:Annotation) RETURN count(n) AS annotations }
 CALL () { MATCH ()-[r:ACTIVATES]->() RETURN count(r) AS activates }
+CALL () { MATCH ()-[r:HAS_FEATURE]->() RETURN count(r) AS has_feature }
 CALL () { MATCH ()-[r:HAS_LABEL]->() RETURN count(r) AS has_label }
 CALL () { MATCH ()-[r:OVERLAPS]->() RETURN count(r) AS overlaps }
 CALL () { MATCH ()-[r:HAS_MOTIF]->() RETURN count(r) AS has_motif }
 CALL () { MATCH ()-[r:ENCODED_BY]->() RETURN count(r) AS encoded_by }
-RETURN sequences, features, labels, annotations, activates, has_label, overlaps, has_motif,
-       encoded_by
+RETURN sequences, features, labels, annotations, activates, has_feature, has_label, overlaps,
+       has_motif, encoded_by
 """

@@ -49,6 +49,7 @@ def test_counts_and_idempotence(clean_db, settings):
         "labels": 2,
         "annotations": 2,
         "activates": 3,
+        "has_feature": 3,
         "has_label": 4,
         "overlaps": 1,
         "has_motif": 1,
@@ -59,6 +60,23 @@ def test_counts_and_idempotence(clean_db, settings):
     assert w2.encoded_ids(["s1", "s2", "s3", "s4"]) == {"s1", "s2", "s3"}
     w2.write_batch(_batch())
     assert w2.counts() == first
+
+
+def test_has_feature_aggregates_each_pair_in_the_same_write(clean_db, settings):
+    """One HAS_FEATURE per (sequence, feature) pair with the count, sum and max of its
+    activations, written by the statement that writes them; a repeat writes neither again."""
+    w = _writer(clean_db, settings)
+    rows = [[2, 0, "AAAAAA", 0.5, 0], [5, 1, "CCCCCC", 2.0, 0], [2, 2, "GGGGGG", 1.25, 1],
+            [2, 3, "TTTTTT", 0.25, 0]]  # fmt: skip
+    stats = w.write_batch([SequenceWrite("s1", {"length": 24}, ["pos"], rows)])
+    assert stats.activations == 4
+    pairs = clean_db.execute_query(
+        "MATCH (:Sequence {id: 's1'})-[h:HAS_FEATURE]->(f:Feature) "
+        "RETURN f.index AS index, h.count AS n, h.sum AS total, h.max AS peak ORDER BY index"
+    ).records
+    assert [tuple(r.values()) for r in pairs] == [(2, 3, 2.0, 1.25), (5, 1, 2.0, 2.0)]
+    w.write_batch([SequenceWrite("s1", {"length": 24}, ["pos"], rows)])
+    assert w.counts()["has_feature"] == 2
 
 
 def test_new_label_adds_only_the_label(clean_db, settings):
