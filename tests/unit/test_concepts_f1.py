@@ -1,0 +1,157 @@
+"""Concept F1: equal to a brute-force count on a small case, planted feature → F1 ≈ 1, and
+the threshold is chosen on the select split only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hsg.concepts.data import (
+    Concept,
+    activations_from_rows,
+    concept_labels,
+    split_rows,
+    token_index,
+)
+from hsg.concepts.f1 import ConceptConfig, concept_f1, split_counts, split_counts_loop
+
+rng = np.random.default_rng(7)
+
+
+def _random_case(n_seq=40, length=40, n_features=6, n_concepts=3, density=0.3):
+    ids = [f"s{i}" for i in range(n_seq)]
+    seqs = ["".join(rng.choice(list("ACGT"), length)) for _ in ids]
+    index = token_index(ids, seqs)
+    rows = []
+    for s in range(n_seq):
+        n_tok = int(index.row_start[s + 1] - index.row_start[s])
+        for p in range(n_tok):
+            for f in range(n_features):
+                if rng.random() < density:
+                    rows.append((s, p, f, float(rng.gamma(2.0))))
+    concepts = [Concept(f"c{j}", f"concept{j}", "test") for j in range(n_concepts)]
+    intervals = {}
+    for s in range(n_seq):
+        items = []
+        for c in concepts:
+            if rng.random() < 0.5:
+                a = int(rng.integers(0, length - 5))
+                items.append((c, a, a + int(rng.integers(1, 12))))
+        intervals[s] = items
+    acts = activations_from_rows(index, rows, [f"f{i}" for i in range(n_features)])
+    return acts, concept_labels(index, intervals), intervals
+
+
+def _brute(acts, intervals, concepts, config):
+    """Dense, token by token, straight from the definitions; nothing shared with f1.py."""
+    index = acts.index
+    dense = acts.values.toarray()
+    truth = np.zeros((index.n_tokens, len(concepts)), dtype=bool)
+    for s, items in intervals.items():
+        for c, a, b in items:
+            j = [x.annotation_id for x in concepts].index(c.annotation_id)
+            for r in range(index.row_start[s], index.row_start[s + 1]):
+                t0, t1 = index.spans[r]
+                if t0 < b and t1 > a:
+                    truth[r, j] = True
+    parts = split_rows(index, config.select_fraction, config.seed)
+    sel, test = parts["select"], parts["test"]
+    out = {}
+    for f in range(dense.shape[1]):
+        m = dense[sel, f].max()
+        for j in range(len(concepts)):
+            best, best_k = -1.0, 0
+            for k, g in enumerate(config.thresholds):
+                pred = dense[sel, f] > g * m
+                tp = int((pred & truth[sel, j]).sum())
+                denom = int(pred.sum()) + int(truth[sel, j].sum())
+                f1 = 2 * tp / denom if denom else 0.0
+                if f1 > best:
+                    best, best_k = f1, k
+            pred = dense[test, f] > config.thresholds[best_k] * m
+            tp = int((pred & truth[test, j]).sum())
+            p = tp / pred.sum() if pred.sum() else 0.0
+            r = tp / truth[test, j].sum() if truth[test, j].sum() else 0.0
+            f1 = 2 * p * r / (p + r) if p + r else 0.0
+            out[f, j] = (best, best_k, p, r, f1)
+    return out
+
+
+def test_f1_equals_brute_force():
+    acts, labels, intervals = _random_case()
+    config = ConceptConfig(thresholds=(0.0, 0.25, 0.5, 0.75), feature_block=4)
+    result = concept_f1(acts, labels, config)
+    brute = _brute(acts, intervals, labels.concepts, config)
+    for (f, j), (sel_f1, k, p, r, f1) in brute.items():
+        assert result.select_f1[f, j] == pytest.approx(sel_f1)
+        assert result.step[f, j] == k
+        assert result.precision[f, j] == pytest.approx(p)
+        assert result.recall[f, j] == pytest.approx(r)
+        assert result.f1[f, j] == pytest.approx(f1)
+
+
+def test_loop_baseline_counts_the_same():
+    acts, labels, _ = _random_case(n_seq=12)
+    grid = (0.0, 0.3, 0.6)
+    fmax = np.asarray(acts.values.max(axis=0).toarray()).ravel().astype(float)
+    a = split_counts(acts.values, labels.matrix, fmax, grid, block=2)
+    b = split_counts_loop(acts.values, labels.matrix, fmax, grid)
+    assert np.array_equal(a.tp, b.tp)
+    assert np.array_equal(a.predicted, b.predicted)
+
+
+def test_threshold_is_never_chosen_on_the_test_split():
+    acts, labels, _ = _random_case()
+    config = ConceptConfig()
+    before = concept_f1(acts, labels, config)
+    test_rows = split_rows(acts.index, config.select_fraction, config.seed)["test"]
+    scrambled = acts.values.tolil()
+    for r in test_rows:  # change every test activation: choices must not move
+        scrambled[r, :] = scrambled[r, :] * 0 + rng.random(acts.n_features) * 10
+    acts.values = scrambled.tocsr()
+    after = concept_f1(acts, labels, config)
+    assert np.array_equal(before.step, after.step)
+    assert np.array_equal(before.select_f1, after.select_f1)
+    assert np.array_equal(before.feature_max, after.feature_max)
+    assert not np.allclose(before.f1, after.f1)
+
+
+def test_planted_feature_is_the_top_f1_of_its_concept():
+    motif = "GGGCGGGGC"
+    ids, seqs, intervals = [], [], {}
+    concept = Concept("jaspar:planted", "planted", "jaspar_motif")
+    for i in range(120):
+        s = list("".join(rng.choice(list("ACGT"), 96)))
+        items = []
+        if i % 2 == 0:
+            a = int(rng.integers(0, 80))
+            s[a : a + len(motif)] = motif
+            items.append((concept, a, a + len(motif)))
+        ids.append(f"r{i}")
+        seqs.append("".join(s))
+        intervals[i] = items
+    index = token_index(ids, seqs)
+    labels = concept_labels(index, intervals)
+    rows = []
+    for i in range(len(ids)):
+        for r in range(index.row_start[i], index.row_start[i + 1]):
+            pos = r - index.row_start[i]
+            if labels.matrix[r, 0]:
+                rows.append((i, pos, 0, 2.0 + rng.random()))  # the planted feature
+            for f in range(1, 8):
+                if rng.random() < 0.2:
+                    rows.append((i, pos, f, float(rng.gamma(2.0))))
+    acts = activations_from_rows(index, rows, [f"f{i}" for i in range(8)])
+    result = concept_f1(acts, labels)
+    best = result.best_per_concept(top=1).iloc[0]
+    assert best["feature"] == "f0"
+    assert best["f1"] == pytest.approx(1.0)
+
+
+def test_config_round_trips_and_rejects_bad_grids():
+    config = ConceptConfig(thresholds=(0.0, 0.5), select_fraction=0.3, seed=3)
+    assert ConceptConfig.from_json(config.to_json()) == config
+    with pytest.raises(ValueError):
+        ConceptConfig(thresholds=(0.5, 0.1))
+    with pytest.raises(ValueError):
+        ConceptConfig(thresholds=(1.0,))
