@@ -32,13 +32,26 @@ def _server_options(func):
     )(func)
     func = click.option("--heap", help="JVM heap, e.g. 1g [env HSG_HEAP; default 1g].")(func)
     func = click.option("--pagecache", help="Page cache size, e.g. 512m [env HSG_PAGECACHE].")(func)
+    func = click.option(
+        "--tx-log-retention",
+        help="Transaction logs kept beyond the newest, by size, e.g. 1g; applied at start "
+        f"[env HSG_TX_LOG_RETENTION; default {server.DEFAULT_TX_LOG_RETENTION}].",
+    )(func)
     return func
 
 
-def _config(home, bolt_port, http_port, heap, pagecache) -> server.ServerConfig:
-    return server.ServerConfig.from_env(
-        home=home, bolt_port=bolt_port, http_port=http_port, heap=heap, pagecache=pagecache
-    )
+def _config(home, bolt_port, http_port, heap, pagecache, tx_log_retention) -> server.ServerConfig:
+    try:
+        return server.ServerConfig.from_env(
+            home=home,
+            bolt_port=bolt_port,
+            http_port=http_port,
+            heap=heap,
+            pagecache=pagecache,
+            tx_log_retention=tx_log_retention,
+        )
+    except DatabaseError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _fail(exc: DatabaseError) -> None:
@@ -115,18 +128,17 @@ def status(uri, user, password, database, as_json, **opts) -> None:
     is gone. Exits 1 when the server cannot be reached.
     """
     cfg = _config(**opts)
-    # options first: --bolt-port names the server as much as --uri does, so it beats
-    # NEO4J_URI; HSG_BOLT_PORT (in cfg) only counts when neither is set
-    typed_uri = uri or (cfg.bolt_uri if opts["bolt_port"] is not None else None)
+    # the one rule of hsg.db.settings.resolve_uri, as every other command
     settings = settings_or_exit(
-        uri=typed_uri,
+        uri=uri,
+        bolt_port=opts["bolt_port"],
         user=user,
         password=password,
         database=database,
         home=cfg.home,
-        default_uri=cfg.bolt_uri,
     )
     info: dict = {"home": str(cfg.home), "pid": server.running_pid(cfg), "uri": settings.uri}
+    info["disk"] = server.disk_usage(cfg)
     try:
         with driver_session(settings) as driver:
             info.update(server_versions(driver, settings.database))
@@ -152,8 +164,25 @@ def status(uri, user, password, database, as_json, **opts) -> None:
             click.echo(f"browser:  {cfg.browser_url}")
             click.echo(f"nodes:    {info['nodes']}")
             _echo_runs(info["running_ingest_runs"])
+        _echo_disk(info["disk"])
     if "error" in info:
         sys.exit(1)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _echo_disk(disk: dict) -> None:
+    click.echo(
+        f"disk:     store {_size(disk['store_bytes'])}, transaction logs "
+        f"{_size(disk['tx_log_bytes'])} (kept: {disk['tx_log_retention']}), server logs "
+        f"{_size(disk['server_log_bytes'])}; home {_size(disk['home_bytes'])}"
+    )
 
 
 def _echo_runs(runs: list[dict]) -> None:
@@ -179,13 +208,19 @@ def _echo_runs(runs: list[dict]) -> None:
 @db.command()
 @connection_options
 def init(settings: ConnectionSettings) -> None:
-    """Apply schema/*.cypher (constraints, indexes); safe to run repeatedly."""
+    """Apply schema/*.cypher (constraints, indexes) and backfill HAS_FEATURE on graphs
+    ingested before it existed; safe to run repeatedly."""
+    from hsg.graph.has_feature import backfill_has_feature
+
     try:
         with driver_session(settings) as driver:
             n = apply_schema(driver, settings.database)
+            backfilled = backfill_has_feature(driver, settings.database)
     except DatabaseError as exc:
         _fail(exc)
     click.echo(f"schema applied: {n} statements on {settings.describe()}")
+    if backfilled:
+        click.echo(f"HAS_FEATURE backfilled for {backfilled} encoded sequences")
 
 
 @db.command()

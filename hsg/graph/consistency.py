@@ -79,6 +79,32 @@ CHECKS: dict[str, tuple[str, str]] = {
         RETURN count(*) AS count, collect(s.id + ' @ ' + x.id)[..5] AS examples
         """,
     ),
+    "has_feature_disagrees": (
+        "a (sequence, feature) pair whose HAS_FEATURE {count, sum, max} is missing, doubled or "
+        "differs from its ACTIVATES (graphs ingested before HAS_FEATURE: run `hsg db init`)",
+        """
+        MATCH (s:Sequence) WHERE EXISTS { (s)-[:ACTIVATES]->() }
+        CALL (s) {
+          MATCH (s)-[a:ACTIVATES]->(f:Feature)
+          WITH f, count(a) AS n, sum(a.activation) AS total, max(a.activation) AS peak
+          CALL (s, f) { OPTIONAL MATCH (s)-[h:HAS_FEATURE]->(f) RETURN collect(h) AS hs }
+          WITH f, n, total, peak, hs
+          WHERE size(hs) <> 1
+             OR coalesce(hs[0].count <> n OR hs[0].max <> peak
+                         OR abs(hs[0].sum - total) > 1e-9 * (1.0 + abs(total)), true)
+          RETURN f
+        }
+        RETURN count(*) AS count, collect(s.id + ' -> ' + f.id)[..5] AS examples
+        """,
+    ),
+    "has_feature_without_activations": (
+        "a HAS_FEATURE for a (sequence, feature) pair that has no ACTIVATES",
+        """
+        MATCH (s:Sequence)-[:HAS_FEATURE]->(f:Feature)
+        WHERE NOT EXISTS { (s)-[:ACTIVATES]->(f) }
+        RETURN count(*) AS count, collect(s.id + ' -> ' + f.id)[..5] AS examples
+        """,
+    ),
     "runs_left_running": (
         "an IngestRun still marked running (killed, or running now)",
         """

@@ -184,3 +184,32 @@ CALL () { MATCH ()-[r:ENCODED_BY]->() RETURN count(r) AS encoded_by }
 RETURN sequences, features, labels, annotations, activates, has_feature, has_label, overlaps,
        has_motif, encoded_by
 """
+
+# Backfill for graphs ingested before HAS_FEATURE existed (`hsg db init` runs it): the
+# encoded sequences of some SAE that have activations but no HAS_FEATURE to its features, a
+# batch at a time, then their pairs aggregated from the stored ACTIVATES. Only sequences that
+# carry ENCODED_BY are touched; the ingest writer never adds activations to those, and the
+# property set and removed first takes the sequence's write lock, so the NOT EXISTS re-checked
+# after it sees any concurrent write of the same sequence: a pair is never written twice.
+SEQUENCES_WITHOUT_HAS_FEATURE = """
+MATCH (s:Sequence)-[e:ENCODED_BY]->(x:SAE)
+WHERE EXISTS { (s)-[:ACTIVATES]->(:Feature {sae: x.id}) }
+  AND NOT EXISTS { (s)-[:HAS_FEATURE]->(:Feature {sae: x.id}) }
+RETURN s.id AS id, x.id AS sae
+LIMIT $limit
+"""
+
+BACKFILL_HAS_FEATURE = """
+UNWIND $rows AS row
+MATCH (s:Sequence {id: row.id})-[:ENCODED_BY]->(x:SAE {id: row.sae})
+SET s.hsg_backfill = true
+REMOVE s.hsg_backfill
+WITH s, x
+WHERE NOT EXISTS { (s)-[:HAS_FEATURE]->(:Feature {sae: x.id}) }
+CALL (s, x) {
+  MATCH (s)-[a:ACTIVATES]->(f:Feature {sae: x.id})
+  WITH f, count(a) AS n, sum(a.activation) AS total, max(a.activation) AS peak
+  CREATE (s)-[:HAS_FEATURE {count: n, sum: total, max: peak}]->(f)
+}
+RETURN count(s) AS sequences
+"""
