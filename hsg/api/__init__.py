@@ -33,6 +33,7 @@ from hsg.api._load import (
     read_regions,
 )
 from hsg.api._models import EmbedSummary, embed, embed_to_file, make_tiny_model
+from hsg.api._remote import ServiceClient, ServiceError, remote_ingest
 from hsg.api._sae import (
     TRAIN_DEFAULTS,
     cache_activations,
@@ -57,6 +58,8 @@ __all__ = [
     "Connection",
     "EmbedSummary",
     "IncompatibleError",
+    "ServiceClient",
+    "ServiceError",
     "SteerReport",
     "cache_activations",
     "check_compatible",
@@ -76,6 +79,7 @@ __all__ = [
     "open_activation_source",
     "pagerank",
     "read_regions",
+    "remote_ingest",
     "steer",
     "targets",
     "topology",

@@ -79,6 +79,8 @@ def ingest(
     validate: bool = True,
     allow_model_mismatch: bool = False,
     progress: Progress | None = None,
+    run_id: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IngestSummary:
     """Encode regions and write them into Neo4j; what `hsg ingest` runs.
 
@@ -89,7 +91,9 @@ def ingest(
     encodes and annotates without a database. ``window`` tiles regions longer than that
     many bases into windows (``stride`` apart, default ``window``), each with its own id and
     coordinates. The whole input is validated before the first write unless
-    ``validate=False``. Re-running is idempotent and resumes a killed run.
+    ``validate=False``. Re-running is idempotent and resumes a killed run. ``run_id`` and
+    ``should_stop`` are for a service's jobs: reuse a job's (:IngestRun) node, and stop at
+    the next batch boundary (`IngestCancelled`) when ``should_stop()`` turns true.
     """
     from hsg.ingest.pipeline import IngestConfig, run_ingest
     from hsg.sae.compat import check_compatible
@@ -152,6 +156,8 @@ def ingest(
             driver=None if dry_run or conn is None else conn.driver,
             database=conn.database if conn is not None else "neo4j",
             progress=(lambda n: progress("ingesting", n, total)) if progress else None,
+            run_id=run_id,
+            should_stop=should_stop,
         )
     finally:
         if own and conn is not None:

@@ -41,6 +41,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "Feature activity vs regulatory tracks, per layer.",
     ),
     "demo": ("hsg.cli.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
+    "serve": ("hsg.cli.serve", "serve", "HTTP ingestion service: models loaded once, jobs queued."),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,7 +12,6 @@ from hsg.cli.db_options import connection_options
 from hsg.cli.options import (
     allow_mismatch_option,
     device_option,
-    model_option,
     reference_option,
 )
 from hsg.db.settings import ConnectionSettings
@@ -60,13 +60,16 @@ def _echo_summary(summary, as_json: bool) -> None:
 
 @click.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
-@model_option("model_dir")
+@click.option(
+    "--model",
+    "model_dir",
+    help="Nucleotide Transformer: a local Hugging Face directory (or a cached hub id). Required unless --server.",
+)
 @click.option(
     "--sae",
     "sae_dir",
-    required=True,
     type=click.Path(exists=True, file_okay=False),
-    help="SAE directory (cfg.json + sae.safetensors).",
+    help="SAE directory (cfg.json + sae.safetensors). Required unless --server.",
 )
 @click.option(
     "--layer",
@@ -140,10 +143,26 @@ def _echo_summary(summary, as_json: bool) -> None:
 )
 @allow_mismatch_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--server",
+    metavar="URL",
+    help="Submit to an `hsg serve` service (e.g. http://gpu-box:8765) instead of running here; INPUT and --annotations are uploaded.",
+)
+@click.option(
+    "--token",
+    envvar="HSG_SERVICE_TOKEN",
+    help="The service's bearer token [env HSG_SERVICE_TOKEN].",
+)
+@click.option(
+    "--pair", help="With --server: the service's encoder/SAE pair by name [default: its first]."
+)
 @connection_options
 def ingest(
     settings: ConnectionSettings,
     input_path,
+    server,
+    token,
+    pair,
     model_dir,
     sae_dir,
     layer,
@@ -185,6 +204,24 @@ def ingest(
         raise click.UsageError("--top-k, --batch-size and --write-batch must be at least 1")
     if stride is not None and window is None:
         raise click.UsageError("--stride needs --window")
+    if server:
+        if dry_run or layer is not None or model_dir or sae_dir or allow_model_mismatch:
+            raise click.UsageError(
+                "--server runs the service's own pairs (choose one with --pair): "
+                "--model, --sae, --layer, --dry-run and --allow-model-mismatch are local options"
+            )
+        with user_errors(), Bars(disable=as_json) as bars:
+            summary = api.remote_ingest(
+                server, input_path, token=token, progress=bars, sae=pair, fmt=fmt,
+                reference=Path(reference).name if reference else None, label=label,
+                label_column=label_column, annotations=list(annotations), g4=g4, jaspar=jaspar,
+                jaspar_pvalue=jaspar_pvalue, top_k=top_k, min_activation=min_activation,
+                batch_size=batch_size, write_batch=write_batch, window=window, stride=stride,
+            )  # fmt: skip
+        _echo_summary(summary, as_json)
+        return
+    if not model_dir or not sae_dir:
+        raise click.UsageError("Missing option '--model' or '--sae' (or submit with --server URL)")
     with user_errors(), Bars(disable=as_json) as bars:
         connection = None if dry_run else api.connection_for(settings)
         try:
