@@ -38,6 +38,8 @@ from hsg.api._sae import (
     TRAIN_DEFAULTS,
     cache_activations,
     evaluate_sae,
+    export_sae,
+    import_sae,
     open_activation_source,
     train_sae,
 )
@@ -71,6 +73,8 @@ __all__ = [
     "embed_to_file",
     "evaluate_classifier",
     "evaluate_sae",
+    "export_sae",
+    "import_sae",
     "ingest",
     "iter_regions",
     "load_encoder",

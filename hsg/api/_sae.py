@@ -369,3 +369,59 @@ def evaluate_sae(
             "split": split,
             **metrics,
         }
+
+
+def import_sae(
+    source: PathLike,
+    out: PathLike,
+    *,
+    fmt: str,
+    model: PathLike | None = None,
+    layer: int | None = None,
+    log: Log = _quiet,
+) -> dict[str, Any]:
+    """Import a foreign SAE (``fmt`` "saelens" or "dictionary-learning") as an hsg SAE.
+
+    ``model`` (a model directory: its checkpoint is hashed so `check_compatible` verifies
+    it later; or a bare model id) and ``layer`` (hsg's convention) override what the
+    source records and are required when it records none. Writes ``cfg.json`` +
+    ``sae.safetensors`` and ``import.json`` (source, files' sha256, every rewrite of the
+    weights) into ``out``, which must not already hold an SAE; returns that record.
+    """
+    from hsg.sae.interop import (
+        IMPORT_FILE,
+        check_out_dir,
+        import_record,
+        read_foreign,
+        settle_provenance,
+        to_sae,
+        write_json,
+    )
+    from hsg.sae.model import CFG_FILE, WEIGHTS_FILE
+
+    out = Path(out)
+    check_out_dir(out, (CFG_FILE, WEIGHTS_FILE, IMPORT_FILE))
+    foreign = read_foreign(fmt, source)
+    foreign, ident, origin = settle_provenance(foreign, model, layer)
+    if ident is not None and ident.checkpoint_hash is None:
+        log(f"{ident.model_id!r} is not a model directory: no checkpoint hash recorded")
+    sae = to_sae(foreign)
+    sae.save(out)
+    record = import_record(foreign, origin, sae)
+    write_json(out / IMPORT_FILE, record)
+    log(f"imported {fmt} SAE {source} as {sae.sae_id} into {out}")
+    return record
+
+
+def export_sae(sae: PathLike | SparseAutoencoder, out: PathLike, *, to: str = "saelens") -> dict:
+    """Write ``sae`` in another library's format (``to``: "saelens"); returns its config.
+
+    ``out`` must not already hold one. SAELens loads the result with `SAE.load_from_disk`.
+    """
+    from hsg.sae.interop import EXPORT_FORMATS, InteropError
+
+    if to != "saelens":
+        raise InteropError(f"unknown export format {to!r} (known: {', '.join(EXPORT_FORMATS)})")
+    from hsg.sae.interop.saelens import write_saelens
+
+    return write_saelens(load_sae(sae), Path(out))

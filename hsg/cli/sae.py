@@ -451,5 +451,82 @@ def info(sae_dir: Path) -> None:
     click.echo(json.dumps({"sae_id": model.sae_id, **model.cfg.to_dict()}, indent=2))
 
 
+@sae.command(name="import")
+@click.option(
+    "--from",
+    "fmt",
+    type=click.Choice(["saelens", "dictionary-learning"]),
+    required=True,
+    help="saelens: cfg.json + sae_weights.safetensors (standard, topk, jumprelu, batchtopk); "
+    "dictionary-learning: ae.pt + config.json (AutoEncoder, AutoEncoderTopK, BatchTopKSAE, "
+    "JumpReluAutoEncoder).",
+)
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="New hsg SAE directory (cfg.json, sae.safetensors, import.json).",
+)
+@click.option(
+    "--model",
+    "model",
+    help="Encoder the SAE reads: a model directory (its checkpoint hash is recorded, so "
+    "every later pairing is verified) or a model id. Required when the source names none.",
+)
+@click.option(
+    "--layer",
+    type=click.IntRange(min=0),
+    help="Layer in hsg's convention (0 = embeddings, i = output of block i). Required when "
+    "the source does not state it so (always for dictionary-learning).",
+)
+def import_cmd(fmt: str, source: Path, out: Path, model: str | None, layer: int | None) -> None:
+    """Import an SAE trained with SAELens or dictionary_learning; prints the record as JSON.
+
+    Encode and decode equal the library's own within float rounding; import.json lists
+    the source files' sha256 and every algebraic rewrite of the weights.
+    """
+    from hsg import api
+    from hsg.sae.interop import MissingProvenanceError
+
+    with _user_errors():
+        try:
+            record = api.import_sae(source, out, fmt=fmt, model=model, layer=layer, log=_echo_err)
+        except MissingProvenanceError as exc:
+            raise click.UsageError(str(exc)) from exc
+    click.echo(json.dumps(record, indent=2))
+
+
+@sae.command(name="export")
+@click.option(
+    "--to",
+    "fmt",
+    type=click.Choice(["saelens"]),
+    default="saelens",
+    show_default=True,
+    help="Target format.",
+)
+@click.option(
+    "--sae",
+    "sae_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="hsg SAE directory.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Output directory (SAELens: cfg.json + sae_weights.safetensors).",
+)
+def export_cmd(fmt: str, sae_dir: Path, out: Path) -> None:
+    """Write an hsg SAE in SAELens's format (SAE.load_from_disk reads it); prints its cfg."""
+    from hsg import api
+
+    with _user_errors():
+        document = api.export_sae(sae_dir, out, to=fmt)
+    click.echo(json.dumps(document, indent=2))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sae(sys.argv[1:])
