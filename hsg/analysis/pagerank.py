@@ -2,7 +2,8 @@
 
 For each label, the sequences carrying it and the features of one SAE they activate are
 projected into GDS as a bipartite graph with **one relationship per (sequence, feature)
-pair** whose `weight` is
+pair**, read from the pair's HAS_FEATURE {count, sum, max} that the writer stores beside its
+ACTIVATES (nothing is aggregated at analysis time), whose `weight` is
 
 * `count` (default): the number of ACTIVATES relationships of the pair, i.e. of token
   positions at which the feature fired. PageRank on this weighted simple graph equals
@@ -60,19 +61,42 @@ CALL (l) {
   OPTIONAL MATCH (l)<-[:HAS_LABEL]-(s:Sequence)
   RETURN count(s) AS sequences,
          count(CASE WHEN EXISTS { (s)-[:ACTIVATES]->(:Feature {sae: $sae}) } THEN 1 END)
-           AS active
+           AS active,
+         count(CASE WHEN EXISTS { (s)-[:ACTIVATES]->(:Feature {sae: $sae}) }
+                     AND NOT EXISTS { (s)-[:HAS_FEATURE]->(:Feature {sae: $sae}) } THEN 1 END)
+           AS unaggregated
 }
-RETURN name, l IS NOT NULL AS found, sequences, active
+RETURN name, l IS NOT NULL AS found, sequences, active, unaggregated
 """
 
 KNOWN_LABELS = "MATCH (l:Label) RETURN l.name AS name ORDER BY name"
 
-# The label graph as a GDS Cypher-aggregation projection. ACTIVATES rows are aggregated per
-# (sequence, feature) pair first, so the projected graph is simple and carries the pair's
-# weight and its number of activations (`activations`, used for the support counts). The
-# aggregation runs per sequence (small groups: about 1.5x faster than one global grouping
-# at 1M rows), and activation values are read only when they are the weight.
-_PROJECTION = """
+# The label graph as a GDS Cypher projection over HAS_FEATURE: one row per (sequence, feature)
+# pair, already aggregated by the writer (`count` token positions, `sum` of activations), so
+# the projection only reads relationships; nothing is grouped at analysis time. The
+# relationship type stays ACTIVATES in the projection (it is what the pairs summarise).
+PROJECT_LABEL = """
+MATCH (:Label {name: $label})<-[:HAS_LABEL]-(s:Sequence)-[h:HAS_FEATURE]->(f:Feature)
+WHERE f.sae = $sae
+RETURN gds.graph.project($graph, s, f, {
+  sourceNodeLabels: 'Sequence',
+  targetNodeLabels: 'Feature',
+  relationshipType: 'ACTIVATES',
+  relationshipProperties: {
+    weight: CASE $weight
+      WHEN 'count' THEN toFloat(h.count)
+      WHEN 'activation' THEN toFloat(h.sum)
+      ELSE 1.0 END,
+    activations: toFloat(h.count)
+  }
+}, {undirectedRelationshipTypes: $undirected})
+"""
+
+# The projection before HAS_FEATURE existed: ACTIVATES rows aggregated per (sequence,
+# feature) pair at analysis time, per sequence. It is no longer used to compute scores; the
+# tests and benchmarks/bench_pagerank.py compare PROJECT_LABEL against it (same graph, same
+# scores, and how much faster).
+_AGGREGATING = """
 MATCH (:Label {name: $label})<-[:HAS_LABEL]-(s:Sequence)
 CALL (s) {
   MATCH (s)-[a:ACTIVATES]->(f:Feature {sae: $sae})
@@ -91,10 +115,10 @@ RETURN gds.graph.project($graph, s, f, {
   }
 }, {undirectedRelationshipTypes: $undirected})
 """
-PROJECT_LABEL = {
-    "count": _PROJECTION.replace("TOTAL", "0.0"),
-    "none": _PROJECTION.replace("TOTAL", "0.0"),
-    "activation": _PROJECTION.replace("TOTAL", "sum(a.activation)"),
+PROJECT_LABEL_FROM_ACTIVATES = {
+    "count": _AGGREGATING.replace("TOTAL", "0.0"),
+    "none": _AGGREGATING.replace("TOTAL", "0.0"),
+    "activation": _AGGREGATING.replace("TOTAL", "sum(a.activation)"),
 }
 
 # Feature rows of a projection after `score_projection` mutated pagerank/support/activations.
@@ -238,6 +262,11 @@ def check_labels(session: AnalysisSession, sae: str, labels: list[str]) -> dict[
                 f"label {row['name']!r} has {row['sequences']} sequences but none activates a "
                 f"feature of SAE {sae!r}; ingest them with that SAE first"
             )
+        elif row["unaggregated"]:
+            problems.append(
+                f"label {row['name']!r}: {row['unaggregated']} sequences were ingested before "
+                "HAS_FEATURE existed; run `hsg db init` once to backfill it"
+            )
     if problems:
         raise AnalysisError("; ".join(problems))
     return {row["name"]: row["sequences"] for row in rows}
@@ -246,16 +275,28 @@ def check_labels(session: AnalysisSession, sae: str, labels: list[str]) -> dict[
 # ------------------------------------------------------------------------ projection
 @contextmanager
 def project_label(
-    session: AnalysisSession, sae: str, label: str, config: PageRankConfig
+    session: AnalysisSession,
+    sae: str,
+    label: str,
+    config: PageRankConfig,
+    source: str = "has_feature",
 ) -> Iterator[ProjectedGraph]:
     """A projection of one label's graph under a unique name, dropped on the way out —
-    also when the block raises, so failed runs leave no graphs in the GDS catalog."""
+    also when the block raises, so failed runs leave no graphs in the GDS catalog.
+
+    `source` "activates" projects by aggregating ACTIVATES instead of reading HAS_FEATURE:
+    the reference the tests and the benchmark compare with, not a way to compute scores."""
     name = f"hsg-{uuid.uuid4().hex}"
     undirected = config.orientation == "undirected"
+    if source not in ("has_feature", "activates"):
+        raise ValueError(f"source must be 'has_feature' or 'activates', got {source!r}")
+    query = (
+        PROJECT_LABEL if source == "has_feature" else PROJECT_LABEL_FROM_ACTIVATES[config.weight]
+    )
     failed = False
     try:
         handle, result = session.gds.graph.project.cypher(
-            PROJECT_LABEL[config.weight],
+            query,
             graph=name,
             label=label,
             sae=sae,

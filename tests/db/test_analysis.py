@@ -243,6 +243,28 @@ def test_gds_pagerank_matches_networkx(session, settings, weight):
         assert stored[feature]["c"]["pagerank_normalized"] == pytest.approx(value / norm, abs=1e-6)
 
 
+@pytest.mark.parametrize("weight", ["count", "none", "activation"])
+@pytest.mark.parametrize("orientation", ["undirected", "natural"])
+def test_has_feature_projection_equals_activates_aggregation(session, settings, weight,
+                                                             orientation):  # fmt: skip
+    """The projection over HAS_FEATURE gives the scores, support and activations of the
+    Cypher aggregation of ACTIVATES it replaced, on the same graph."""
+    write_graph(session.driver, settings.database, random_graph(seed=5), d_sae=30)
+    config = PageRankConfig(weight=weight, orientation=orientation, **TIGHT)
+    results = {}
+    for source in ("has_feature", "activates"):
+        with pr.project_label(session, SAE, "up", config, source=source) as graph:
+            rows, iterations, converged = pr.score_projection(session, graph, config)
+        results[source] = (graph.node_count, graph.relationship_count, rows, iterations)
+    new, old = results["has_feature"], results["activates"]
+    assert new[:2] == old[:2] and new[3] == old[3]
+    assert [(r["feature"], r["support"], r["activations"]) for r in new[2]] == [
+        (r["feature"], r["support"], r["activations"]) for r in old[2]
+    ]
+    for a, b in zip(new[2], old[2], strict=True):
+        assert a["pagerank"] == pytest.approx(b["pagerank"], rel=1e-12, abs=1e-15)
+
+
 def test_targets_match_independent_pandas_ranking(session, settings):
     write_graph(session.driver, settings.database, random_graph(seed=11), d_sae=30)
     run_pagerank(session, SAE, ["up", "down"], PageRankConfig(**TIGHT))
