@@ -319,13 +319,21 @@ def evaluate_sae(
     batch_size: int = 4096,
     device: str | None = None,
     allow_model_mismatch: bool = False,
+    downstream: bool | None = None,
+    downstream_sequences: int = 256,
+    mask_rate: float = 0.15,
     log: Log = _quiet,
 ) -> dict[str, Any]:
-    """MSE, fraction of variance explained, L0, L1, dead and dense latents of ``sae``.
+    """MSE, fraction of variance explained, L0, L1, dead and dense latents of ``sae``, and
+    the downstream loss recovered when the reconstruction is spliced into the encoder.
 
     ``split`` is ``all``, ``train`` or ``val``: the SAE's own validation split (by sequence
     id hash, with the run's ``val_fraction`` unless given). Encoding ``data`` checks the
     encoder against the SAE (`check_compatible`); without ``cache`` a temporary one is used.
+    ``downstream`` (default: whenever ``data`` and ``model`` are given) runs the rest of
+    the encoder on the SAE's reconstruction for the first ``downstream_sequences`` of the
+    split, with ``mask_rate`` of the tokens masked (`hsg.sae.eval_downstream`): masked-LM
+    cross-entropy with the checkpoint's head, else the final hidden states.
     """
     from hsg.sae.train import evaluate, read_run
 
@@ -362,13 +370,71 @@ def evaluate_sae(
             is_val = store.validation_mask(val_fraction, model_sae.cfg.seed)
             keep = is_val if split == "val" else ~is_val
         metrics = evaluate(model_sae, store, keep, batch_size=batch_size)
-        return {
+        result = {
             "sae": str(sae) if isinstance(sae, (str, Path)) else str(model_sae.source),
             "sae_id": model_sae.sae_id,
             "activations": store.source,
             "split": split,
             **metrics,
         }
+    if downstream is None:
+        downstream = data is not None and model is not None
+    if downstream:
+        if data is None or model is None:
+            raise ValueError("the downstream loss needs data and model (not cached activations)")
+        result.update(
+            _downstream(
+                model_sae,
+                data,
+                model,
+                layer,
+                split,
+                val_fraction,
+                reference=reference,
+                n=downstream_sequences,
+                mask_rate=mask_rate,
+                log=log,
+                allow_model_mismatch=allow_model_mismatch,
+            )  # fmt: skip
+        )
+    return result
+
+
+def _downstream(
+    sae: SparseAutoencoder,
+    data: PathLike,
+    model: PathLike | Encoder,
+    layer: int | None,
+    split: str,
+    val_fraction: float | None,
+    *,
+    reference: PathLike | None,
+    n: int,
+    mask_rate: float,
+    log: Log,
+    allow_model_mismatch: bool,
+) -> dict[str, Any]:
+    """`loss_recovered` on the first ``n`` sequences of ``split`` in ``data``."""
+    import itertools
+
+    from hsg.sae.activations import split_ids
+    from hsg.sae.compat import check_compatible
+    from hsg.sae.eval_downstream import loss_recovered
+
+    encoder = load_encoder(model, device=str(sae.device))
+    use = check_compatible(encoder, sae, layer, allow_model_mismatch=allow_model_mismatch).layer
+    fraction = 0.1 if val_fraction is None else val_fraction
+
+    def sequences():
+        for rec in iter_regions(data, reference=reference):
+            if split != "all":
+                is_val = bool(split_ids([rec.id], fraction, sae.cfg.seed)[0])
+                if is_val != (split == "val"):
+                    continue
+            yield rec.sequence
+
+    log(f"downstream loss: splicing the reconstruction into layer {use} of {encoder.model_id}")
+    return loss_recovered(encoder, sae, use, itertools.islice(sequences(), n), mask_rate=mask_rate)
 
 
 def import_sae(

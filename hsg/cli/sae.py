@@ -392,6 +392,19 @@ def train(
     help="For --split [default: the SAE's training run, else 0.1].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4096, show_default=True)
+@click.option(
+    "--downstream/--no-downstream",
+    default=None,
+    help="Splice the reconstruction into the encoder and report the loss recovered (masked-LM "
+    "loss with the checkpoint's head, else final hidden states) [default: with --data].",
+)
+@click.option(
+    "--downstream-sequences",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Sequences of the split used for the downstream loss.",
+)
 @device_option
 @allow_mismatch_option
 def eval_cmd(
@@ -408,12 +421,17 @@ def eval_cmd(
     split,
     val_fraction,
     batch_size,
+    downstream,
+    downstream_sequences,
     device,
     allow_model_mismatch,
 ) -> None:
-    """Report MSE, fraction of variance explained, L0, L1, dead and dense latents as JSON.
+    """Report MSE, fraction of variance explained, L0, L1, dead and dense latents as JSON,
+    and with --data the downstream loss recovered.
 
-    Dense latents fire on more than 10 % of the tokens scored.
+    Dense latents fire on more than 10 % of the tokens scored. Loss recovered =
+    (L_zero - L_sae) / (L_zero - L_clean): 1 = the reconstruction costs the model nothing,
+    0 = as bad as zeroing the layer (docs/sae.md, "Quality report").
     """
     from hsg import api
 
@@ -435,6 +453,8 @@ def eval_cmd(
             batch_size=batch_size,
             device=device,
             allow_model_mismatch=allow_model_mismatch,
+            downstream=downstream,
+            downstream_sequences=downstream_sequences,
             log=_echo_err,
         )
     click.echo(json.dumps(metrics, indent=2))
