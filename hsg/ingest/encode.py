@@ -67,3 +67,30 @@ def encode_batch(
         )
         offset += n
     return result
+
+
+def model_properties(encoder) -> dict:
+    """The (:Model) node's properties, keyed by checkpoint hash (same-named directories
+    stay apart); what `run_ingest` registers and what a shard manifest records."""
+    return {
+        "id": encoder.checkpoint_hash,
+        "name": encoder.model_id,
+        "version": encoder.version,
+        "checkpoint_hash": encoder.checkpoint_hash,
+        "num_layers": encoder.num_layers,
+        "hidden_size": encoder.hidden_size,
+    }
+
+
+def sae_properties(sae, layer: int) -> dict:
+    """The (:SAE) node's properties; see `model_properties`."""
+    import json
+
+    return {
+        "id": sae.sae_id,
+        "layer": layer,
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "architecture": sae.cfg.architecture,
+        "config": json.dumps(sae.cfg.to_dict(), sort_keys=True, default=str),
+    }

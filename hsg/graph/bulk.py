@@ -1,0 +1,238 @@
+"""`hsg load --bulk`: the graph of a shard set as CSV + header files for Neo4j's importer.
+
+This is the graph's shape a second time, as files instead of Cypher, so it follows
+`statements.py` exactly: the same labels, keys, properties and relationships that
+`hsg ingest` (and `hsg load --online`) write, including the per-pair HAS_FEATURE
+{count, sum, max} aggregated from the ACTIVATES rows in their order, the feature dictionary
+0..d_sae-1, and the Model/SAE/IngestRun provenance. `tests/db/test_shards_db.py` compares
+the two graphs. Sequence properties and annotation links come from `shard_rows`, the same
+mapping the online loader sends through `GraphWriter`.
+
+The importer (`neo4j-admin database import full`, see `hsg.db.admin_import`) takes per
+label / type one header file and any number of data files; ids live in one ID space per
+label (`id:ID(Sequence)` …) and are stored as the `id` (or `name`) property as well.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hsg.graph.shard_rows import hit_from_row, sequence_props
+from hsg.shards.reader import ShardSet
+
+SEQUENCE_HEADER = ["id:ID(Sequence)", "chrom", "start:long", "end:long", "strand",
+                   "length:long", "gc:double", "sequence"]  # fmt: skip
+RELATIONSHIP_PROPERTIES = {
+    "OVERLAPS": [("start", "long"), ("end", "long"), ("strand", "string"), ("score", "double")],
+    "HAS_MOTIF": [("start", "long"), ("end", "long"), ("strand", "string"), ("score", "double"),
+                  ("matched", "string"), ("threshold", "double"), ("pvalue", "double")],
+}  # fmt: skip
+
+
+@dataclass
+class ImportFiles:
+    """Per node label and relationship type: [header, data files…] for the importer."""
+
+    directory: Path
+    nodes: dict[str, list[Path]] = field(default_factory=dict)
+    relationships: dict[str, list[Path]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""  # the importer sets no property for an empty field
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back as the same double
+    return str(value)
+
+
+def _type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    return "string"
+
+
+class _Files:
+    def __init__(self, directory: Path, spec: ImportFiles) -> None:
+        self.directory = directory
+        self.spec = spec
+        self._open: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def writer(self, kind: str, name: str, header: list[str]):
+        key = (kind, name)
+        if key not in self._open:
+            head = self.directory / f"{kind}-{name}-header.csv"
+            with open(head, "w", newline="", encoding="utf-8") as fh:
+                csv.writer(fh).writerow(header)
+            data = self.directory / f"{kind}-{name}.csv"
+            fh = open(data, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._open[key] = (fh, csv.writer(fh))
+            target = self.spec.nodes if kind == "nodes" else self.spec.relationships
+            target[name] = [head, data]
+        return self._count(name, self._open[key][1])
+
+    def _count(self, name: str, writer):
+        counts = self.spec.counts
+
+        class Counting:
+            def writerow(self, row):
+                counts[name] = counts.get(name, 0) + 1
+                writer.writerow([_cell(v) for v in row])
+
+        return Counting()
+
+    def close(self) -> None:
+        for fh, _ in self._open.values():
+            fh.close()
+
+
+def _single(files: _Files, kind: str, name: str, props: dict[str, Any], id_field: str | None,
+            id_space: str | None) -> None:  # fmt: skip
+    keys = [k for k, v in props.items() if v is not None]
+    header = [f"{k}:ID({id_space})" if k == id_field else f"{k}:{_type(props[k])}" for k in keys]
+    files.writer(kind, name, header).writerow([props[k] for k in keys])
+
+
+def write_import_files(
+    shard_set: ShardSet,
+    directory: str | Path,
+    run: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+) -> ImportFiles:
+    """Write the whole graph of `shard_set` (one load run `run`) as importer files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = shard_set.manifest
+    sae_id = manifest.sae["id"]
+    d_sae = int(manifest.sae["d_sae"])
+    spec = ImportFiles(directory=directory)
+    files = _Files(directory, spec)
+    try:
+        # provenance, as GraphWriter.register and FINISH_RUN leave it
+        _single(files, "nodes", "Model", manifest.model, "id", "Model")
+        _single(files, "nodes", "SAE", manifest.sae, "id", "SAE")
+        _single(files, "nodes", "IngestRun", run, "id", "IngestRun")
+        files.writer("relationships", "READS",
+                     [":START_ID(SAE)", ":END_ID(Model)", "layer:long"]).writerow(
+            [sae_id, manifest.model["id"], manifest.sae["layer"]])  # fmt: skip
+        files.writer("relationships", "USED", [":START_ID(IngestRun)", ":END_ID(SAE)"]).writerow(
+            [run["id"], sae_id]
+        )
+        features = files.writer("nodes", "Feature", ["id:ID(Feature)", "sae", "index:long"])
+        in_sae = files.writer("relationships", "IN_SAE", [":START_ID(Feature)", ":END_ID(SAE)"])
+        for i in range(d_sae):
+            features.writerow([f"{sae_id}/{i}", sae_id, i])
+            in_sae.writerow([f"{sae_id}/{i}", sae_id])
+
+        sequences = files.writer("nodes", "Sequence", SEQUENCE_HEADER)
+        labels_out = files.writer("nodes", "Label", ["name:ID(Label)"])
+        has_label = files.writer("relationships", "HAS_LABEL",
+                                 [":START_ID(Sequence)", ":END_ID(Label)"])  # fmt: skip
+        activates = files.writer(
+            "relationships", "ACTIVATES",
+            [":START_ID(Sequence)", ":END_ID(Feature)", "position:long", "token",
+             "activation:double", "rank:long"],
+        )  # fmt: skip
+        has_feature = files.writer(
+            "relationships", "HAS_FEATURE",
+            [":START_ID(Sequence)", ":END_ID(Feature)", "count:long", "sum:double", "max:double"],
+        )  # fmt: skip
+        encoded_by = files.writer(
+            "relationships", "ENCODED_BY",
+            [":START_ID(Sequence)", ":END_ID(SAE)", "run", "activations:long"],
+        )  # fmt: skip
+        annotations_out = files.writer(
+            "nodes", "Annotation", ["id:ID(Annotation)", "kind", "name", "source"]
+        )
+        link_writers = {
+            rel: files.writer(
+                "relationships", rel,
+                [":START_ID(Sequence)", ":END_ID(Annotation)"]
+                + [f"{name}:{kind}" for name, kind in props],
+            )
+            for rel, props in RELATIONSHIP_PROPERTIES.items()
+        }  # fmt: skip
+
+        # labels of a repeated id are merged onto its one Sequence (MERGE in the writer)
+        labels_of: dict[str, set[str]] = {}
+        repeated: set[str] = set()
+        for index in range(manifest.shards):
+            table = shard_set.read(index).sequences.select(["id", "encoded"]).to_pydict()
+            repeated.update(i for i, e in zip(table["id"], table["encoded"], strict=True) if not e)
+        seen_labels: set[str] = set()
+        seen_annotations: set[str] = set()
+        for index in range(manifest.shards):
+            shard = shard_set.read(index)
+            for row in shard.sequences.to_pylist():
+                names = list(dict.fromkeys(row["labels"] or []))
+                if row["id"] in repeated:
+                    known = labels_of.setdefault(row["id"], set())
+                    names = [n for n in names if n not in known]
+                    known.update(names)
+                for name in names:
+                    if name not in seen_labels:
+                        seen_labels.add(name)
+                        labels_out.writerow([name])
+                    has_label.writerow([row["id"], name])
+                if not row["encoded"]:
+                    continue
+                props = sequence_props(row)
+                sequences.writerow([row["id"]] + [props.get(h.split(":")[0])
+                                                  for h in SEQUENCE_HEADER[1:]])  # fmt: skip
+            acts = shard.activations.to_pydict()
+            n_of: dict[str, int] = {}
+            pair: dict[tuple[str, int], list] = {}
+            for sid, position, token, feature, activation, rank in zip(
+                acts["sequence_id"], acts["position"], acts["token"], acts["feature"],
+                acts["activation"], acts["rank"], strict=True,
+            ):  # fmt: skip
+                value = float(activation)
+                fid = f"{sae_id}/{feature}"
+                activates.writerow([sid, fid, position, token, value, rank])
+                n_of[sid] = n_of.get(sid, 0) + 1
+                agg = pair.get((sid, feature))
+                if agg is None:
+                    pair[(sid, feature)] = [1, value, value]
+                else:
+                    agg[0] += 1
+                    agg[1] += value
+                    agg[2] = max(agg[2], value)
+            for (sid, feature), (count, total, peak) in pair.items():
+                has_feature.writerow([sid, f"{sae_id}/{feature}", count, total, peak])
+            for row in shard.sequences.to_pylist():
+                if row["encoded"]:
+                    encoded_by.writerow([row["id"], sae_id, run["id"], n_of.get(row["id"], 0)])
+            links: dict[tuple, list] = {}  # the writer MERGEs links on these keys
+            for row in shard.annotations.to_pylist():
+                hit = hit_from_row(row)
+                node = hit.node_properties()
+                if node["id"] not in seen_annotations:
+                    seen_annotations.add(node["id"])
+                    annotations_out.writerow([node["id"], node["kind"], node["name"],
+                                              node["source"]])  # fmt: skip
+                rel = hit.relationship
+                props = hit.relationship_properties()
+                key = (rel, row["sequence_id"], node["id"], props["start"], props["end"])
+                if rel == "HAS_MOTIF":
+                    key += (props["strand"],)
+                merged = links.setdefault(key, [rel, row["sequence_id"], node["id"], {}])
+                merged[3].update(props)
+            for rel, sid, aid, props in links.values():
+                names = [name for name, _ in RELATIONSHIP_PROPERTIES[rel]]
+                link_writers[rel].writerow([sid, aid] + [props.get(n) for n in names])
+            if progress is not None:
+                progress(shard.sequences.num_rows)
+    finally:
+        files.close()
+    return spec
