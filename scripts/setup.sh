@@ -9,4 +9,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "installing hsg and its dependencies into .venv (the first time downloads torch) …" >&2
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,motifs,interop]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,motifs,ray,interop]'
