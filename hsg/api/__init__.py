@@ -21,6 +21,7 @@ See docs/api.md for a worked example.
 from __future__ import annotations
 
 from hsg.api._analysis import pagerank, targets, topology
+from hsg.api._concepts import atlas, concepts, motifs
 from hsg.api._correlate import correlate
 from hsg.api._ingest import ingest, validate_regions
 from hsg.api._load import (
@@ -63,8 +64,10 @@ __all__ = [
     "ServiceClient",
     "ServiceError",
     "SteerReport",
+    "atlas",
     "cache_activations",
     "check_compatible",
+    "concepts",
     "connect",
     "connection_for",
     "correlate",
@@ -80,6 +83,7 @@ __all__ = [
     "load_encoder",
     "load_sae",
     "make_tiny_model",
+    "motifs",
     "open_activation_source",
     "pagerank",
     "read_regions",

@@ -40,6 +40,13 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "correlate",
         "Feature activity vs regulatory tracks, per layer.",
     ),
+    "concepts": (
+        "hsg.cli.concepts",
+        "concepts",
+        "Precision/recall/F1 of features against annotation concepts.",
+    ),
+    "motifs": ("hsg.cli.concepts", "motifs", "Feature motifs (seqlets → PWM) against JASPAR."),
+    "atlas": ("hsg.cli.concepts", "atlas", "A static offline HTML atlas of the features."),
     "demo": ("hsg.cli.demo", "demo", "Run the whole pipeline offline on a built-in dataset."),
     "serve": ("hsg.cli.serve", "serve", "HTTP ingestion service: models loaded once, jobs queued."),
 }
