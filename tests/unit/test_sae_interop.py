@@ -128,6 +128,25 @@ def test_saelens_batchtopk_imports_as_batchtopk(tmp_path):
     _assert_same(sae, ref.encode, ref.decode, _inputs())
 
 
+def test_saelens_batchtopk_training_checkpoint(tmp_path):
+    """A training checkpoint (architecture batchtopk, topk_threshold, atom norms not yet
+    folded) imports as the SAE SAELens's own inference export of it computes."""
+    sl = pytest.importorskip("sae_lens")
+    from sae_lens import SAE
+
+    train = sl.BatchTopKTrainingSAE(sl.BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=5))
+    assert train.cfg.rescale_acts_by_decoder_norm  # the training default: folded on export
+    _randomise(train, seed=5)
+    train.topk_threshold = torch.tensor(0.3, dtype=torch.double)
+    train.save_model(tmp_path / "ckpt")
+    train.save_inference_model(tmp_path / "inference")
+    ref = SAE.load_from_disk(tmp_path / "inference")
+    api.import_sae(tmp_path / "ckpt", tmp_path / "hsg", fmt="saelens", model="m", layer=1)
+    sae = api.load_sae(tmp_path / "hsg", device="cpu")
+    assert (sae.cfg.architecture, sae.cfg.k) == ("batchtopk", 5)
+    _assert_same(sae, ref.encode, ref.decode, _inputs())
+
+
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
 def test_export_loads_in_saelens_and_round_trips(tmp_path, arch):
     pytest.importorskip("sae_lens")
