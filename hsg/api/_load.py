@@ -129,16 +129,24 @@ def connect(
     database: str | None = None,
     *,
     home: PathLike | None = None,
+    bolt_port: int | None = None,
 ) -> Connection:
     """Open and verify a connection; unset arguments come from NEO4J_URI, NEO4J_USER,
-    NEO4J_PASSWORD, NEO4J_DATABASE, else the local server of `hsg db start` (whose generated
-    password is read from its home). Raises `DatabaseError` with what to do when the server
-    is down or the password is wrong."""
+    NEO4J_PASSWORD, NEO4J_DATABASE, else the local server of `hsg db start` (port
+    `bolt_port`, else HSG_BOLT_PORT; its generated password read from `home`, else
+    HSG_HOME). The server is chosen by `hsg.db.settings.resolve_uri`, as in the CLI.
+    Raises `DatabaseError` with what to do when the server is down or the password is
+    wrong."""
     from hsg.db.connection import open_driver
     from hsg.db.settings import ConnectionSettings
 
     settings = ConnectionSettings.from_env(
-        uri, user, password, database, home=Path(home) if home is not None else None
+        uri,
+        user,
+        password,
+        database,
+        home=Path(home) if home is not None else None,
+        bolt_port=bolt_port,
     )
     return Connection(settings, open_driver(settings))
 

@@ -39,7 +39,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hsg.db.errors import DatabaseError
-from hsg.db.settings import DEFAULT_USER, PASSWORD_FILE, password_path
+from hsg.db.settings import (
+    DEFAULT_BOLT_PORT,
+    DEFAULT_USER,
+    LOCAL_HOST,
+    PASSWORD_FILE,
+    env_bolt_port,
+    password_path,
+)
 from hsg.paths import default_home, server_build_dir
 
 ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"
@@ -74,24 +81,48 @@ JVM_OPTIONS = (
 )
 
 
+# "512m", "1G", "300000k": what Neo4j reads as a byte size.
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)[iI]?[bB]?\s*$")
+# Transaction logs kept beyond the newest file, by size: a bulk ingest writes ~45 kB of log
+# per window, so Neo4j's default of two days kept GBs that nothing here ever reads back
+# (no backups, no cluster). Recovery needs only the logs since the last checkpoint.
+DEFAULT_TX_LOG_RETENTION = "256m"
+# Rotated files are what pruning removes, whole; smaller files let it keep closer to the
+# limit than Neo4j's 256 MiB default would.
+TX_LOG_ROTATION_SIZE = "64m"
+# Pruning runs after a checkpoint; Community checkpoints every 15 min or 100k transactions
+# by default, which a bulk ingest (a few hundred large transactions) reaches only by time.
+CHECKPOINT_INTERVAL = "5m"
+
+
+def check_size(value: str, what: str) -> str:
+    """`value` normalised as Neo4j's byte size (`512m` → `512M`); else a DatabaseError."""
+    match = _SIZE.match(str(value))
+    if not match or int(match.group(1)) <= 0:
+        raise DatabaseError(
+            f"bad {what} {value!r}: expected a positive size such as 256m, 512M or 2g"
+        )
+    return f"{int(match.group(1))}{match.group(2).upper()}"
+
+
 @dataclass
 class ServerConfig:
     """Everything that decides how the local server is laid out and started."""
 
     home: Path = field(default_factory=default_home)
-    bolt_port: int = 7687
+    bolt_port: int = DEFAULT_BOLT_PORT
     http_port: int = 7474
-    listen_address: str = "127.0.0.1"
+    listen_address: str = LOCAL_HOST
     heap: str = "1g"
     pagecache: str = "512m"
     java_home: Path | None = None
+    tx_log_retention: str = DEFAULT_TX_LOG_RETENTION
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerConfig:
         env = os.environ
         cfg = cls()
-        if env.get("HSG_BOLT_PORT"):
-            cfg.bolt_port = int(env["HSG_BOLT_PORT"])
+        cfg.bolt_port = env_bolt_port() or cfg.bolt_port
         if env.get("HSG_HTTP_PORT"):
             cfg.http_port = int(env["HSG_HTTP_PORT"])
         if env.get("HSG_HEAP"):
@@ -100,10 +131,13 @@ class ServerConfig:
             cfg.pagecache = env["HSG_PAGECACHE"]
         if env.get("HSG_JAVA_HOME"):
             cfg.java_home = Path(env["HSG_JAVA_HOME"])
+        if env.get("HSG_TX_LOG_RETENTION"):
+            cfg.tx_log_retention = env["HSG_TX_LOG_RETENTION"]
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, Path(value) if key in ("home", "java_home") else value)
         cfg.home = Path(cfg.home).expanduser().resolve()
+        cfg.tx_log_retention = check_size(cfg.tx_log_retention, "transaction log retention")
         return cfg
 
     @property
@@ -293,7 +327,10 @@ def write_conf(cfg: ServerConfig) -> Path:
         "dbms.security.procedures.allowlist=gds.*",
         "dbms.usage_report.enabled=false",
         f"server.memory.pagecache.size={cfg.pagecache}",
-        "db.tx_log.rotation.retention_policy=2 days 1G",
+        # keep the transaction logs small during bulk ingest (see DEFAULT_TX_LOG_RETENTION)
+        f"db.tx_log.rotation.retention_policy={check_size(cfg.tx_log_retention, 'retention')} size",
+        f"db.tx_log.rotation.size={TX_LOG_ROTATION_SIZE.upper()}",
+        f"db.checkpoint.interval.time={CHECKPOINT_INTERVAL}",
         "server.directories.plugins=plugins",
         "server.directories.run=run",
     ]
@@ -661,6 +698,45 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     return pid_alive(pid)
+
+
+def _tree_bytes(path: Path) -> int:
+    """Bytes on disk of the files under `path` (0 when it does not exist); a file that
+    vanishes while counting (a rotated log) is skipped."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def disk_usage(cfg: ServerConfig) -> dict:
+    """Sizes in bytes of what the home keeps: the stores (`data/databases`), the transaction
+    logs (`data/transactions`), the server's own logs (`logs`), per database and in total.
+
+    Read from the files, so it works with the server stopped; while it runs, sizes move.
+    """
+    data = cfg.home / "data"
+    databases: dict[str, dict[str, int]] = {}
+    for kind, folder in (
+        ("store_bytes", data / "databases"),
+        ("tx_log_bytes", data / "transactions"),
+    ):
+        if folder.is_dir():
+            for db in sorted(p for p in folder.iterdir() if p.is_dir()):
+                databases.setdefault(db.name, {"store_bytes": 0, "tx_log_bytes": 0})
+                databases[db.name][kind] = _tree_bytes(db)
+    return {
+        "store_bytes": sum(d["store_bytes"] for d in databases.values()),
+        "tx_log_bytes": sum(d["tx_log_bytes"] for d in databases.values()),
+        "server_log_bytes": _tree_bytes(cfg.home / "logs"),
+        "home_bytes": _tree_bytes(cfg.home),
+        "tx_log_retention": cfg.tx_log_retention,
+        "databases": databases,
+    }
 
 
 def describe(cfg: ServerConfig) -> dict:

@@ -1,9 +1,19 @@
 """Connection settings, read in one place.
 
 Precedence: explicit CLI options, then `NEO4J_URI` / `NEO4J_USER` / `NEO4J_PASSWORD` /
-`NEO4J_DATABASE`, then the local server that `hsg db start` runs (its generated password
-file), then Neo4j's defaults. This module is the only reader of those variables: the CLI
-options pass only what was typed, so an option always wins over the environment.
+`NEO4J_DATABASE`, then the local server that `hsg db start` runs (`HSG_BOLT_PORT`, its home
+`HSG_HOME` and the generated password file there), then Neo4j's defaults. This module is the
+only reader of those variables: the CLI options pass only what was typed, so an option
+always wins over the environment.
+
+Which server: `resolve_uri` is the one rule every command and API function uses, so `hsg db
+status`, `hsg analyze` and `hsg.api.connect()` can never name different servers:
+
+    --uri  >  --bolt-port  >  NEO4J_URI  >  HSG_BOLT_PORT  >  bolt://127.0.0.1:7687
+
+A port (option or variable) names the *local* server (127.0.0.1, where `hsg db start`
+binds it). `--bolt-port` beats `NEO4J_URI` because a typed option is more explicit than the
+environment; `NEO4J_URI` beats `HSG_BOLT_PORT` because it names the server fully.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from urllib.parse import urlsplit
 from hsg.db.errors import DatabaseError
 from hsg.paths import default_home
 
-DEFAULT_URI = "bolt://127.0.0.1:7687"
+LOCAL_HOST = "127.0.0.1"
+DEFAULT_BOLT_PORT = 7687
+DEFAULT_URI = f"bolt://{LOCAL_HOST}:{DEFAULT_BOLT_PORT}"
 DEFAULT_USER = "neo4j"
 DEFAULT_DATABASE = "neo4j"
 PASSWORD_FILE = "hsg-password"
@@ -44,6 +56,39 @@ def check_uri(uri: str) -> str:
     return uri
 
 
+def check_port(value: object, source: str) -> int:
+    """`value` as a TCP port; else a one-line `DatabaseError` naming where it came from."""
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise DatabaseError(f"bad Bolt port {value!r} ({source}): expected a number 1-65535")
+    return port
+
+
+def env_bolt_port() -> int | None:
+    """`HSG_BOLT_PORT` as a checked port, or None when unset or empty."""
+    value = os.environ.get("HSG_BOLT_PORT")
+    return check_port(value, "HSG_BOLT_PORT") if value else None
+
+
+def local_bolt_uri(port: int | None = None) -> str:
+    """The Bolt URI of the local server on `port` (default: `HSG_BOLT_PORT`, else 7687)."""
+    if port is None:
+        port = env_bolt_port() or DEFAULT_BOLT_PORT
+    return f"bolt://{LOCAL_HOST}:{check_port(port, '--bolt-port')}"
+
+
+def resolve_uri(uri: str | None = None, bolt_port: int | None = None) -> str:
+    """Which server to talk to, from what was typed and the environment (see module doc)."""
+    if uri:
+        return uri
+    if bolt_port is not None:
+        return local_bolt_uri(bolt_port)
+    return os.environ.get("NEO4J_URI") or local_bolt_uri()
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
     uri: str = DEFAULT_URI
@@ -62,12 +107,13 @@ class ConnectionSettings:
         password: str | None = None,
         database: str | None = None,
         home: Path | None = None,
-        default_uri: str = DEFAULT_URI,
+        bolt_port: int | None = None,
     ) -> ConnectionSettings:
-        """Arguments are the options given explicitly; `default_uri` is used without any."""
+        """Arguments are the options given explicitly (None: not given); `home` is the local
+        server's home, whose password file is the last resort (default `HSG_HOME`)."""
         env = os.environ
         resolved = cls(
-            uri=uri or env.get("NEO4J_URI") or default_uri,
+            uri=resolve_uri(uri, bolt_port),
             user=user or env.get("NEO4J_USER") or DEFAULT_USER,
             password=password if password is not None else env.get("NEO4J_PASSWORD"),
             database=database or env.get("NEO4J_DATABASE") or DEFAULT_DATABASE,

@@ -120,6 +120,15 @@ def test_restart_keeps_data(local_server, clean_db, settings):
     try:
         rows = drv.execute_query("MATCH (s:Sequence {id: 'keep-me'}) RETURN s.length AS n")
         assert [r["n"] for r in rows.records] == [100]
+        # the restarted server runs with the generated conf: transaction logs kept by size
+        rows = drv.execute_query(
+            "SHOW SETTINGS YIELD name, value WHERE name STARTS WITH 'db.tx_log.rotation' "
+            "RETURN name, value"
+        )
+        live = {r["name"]: r["value"] for r in rows.records}
+        assert live["db.tx_log.rotation.retention_policy"] == (
+            f"{local_server.tx_log_retention} size"
+        )
     finally:
         drv.close()
 
@@ -132,3 +141,23 @@ def test_status_cli_reports_versions(local_server):
     result = CliRunner().invoke(cli, ["db", "status", "--json"])
     assert result.exit_code == 0, result.output
     assert '"gds": "2.13' in result.output
+
+
+def test_status_reports_store_and_log_sizes(local_server, clean_db):
+    import json
+
+    from click.testing import CliRunner
+
+    from hsg.cli import cli
+
+    clean_db.execute_query("UNWIND range(1, 200) AS i CREATE (:Sequence {id: 'size-' + i})")
+    result = CliRunner().invoke(cli, ["db", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    disk = json.loads(result.output)["disk"]
+    assert disk["store_bytes"] > 0 and disk["tx_log_bytes"] > 0
+    assert disk["home_bytes"] >= disk["store_bytes"] + disk["tx_log_bytes"]
+    assert {"neo4j", "system"} <= set(disk["databases"])
+    assert disk["tx_log_retention"] == local_server.tx_log_retention
+    text = CliRunner().invoke(cli, ["db", "status"])
+    assert text.exit_code == 0, text.output
+    assert "disk:     store" in text.output and "transaction logs" in text.output

@@ -292,3 +292,132 @@ def test_process_state():
     assert process_state(host, gone.pid) == "stale"
     assert process_state("another-host", os.getpid()) == "unknown"
     assert process_state(None, None) == "unknown"
+
+
+# ------------------------------------------- one way to name the server (issue #17, part 5)
+
+
+@pytest.mark.parametrize(
+    ("typed", "env", "expected"),
+    [
+        ({}, {}, "bolt://127.0.0.1:7687"),
+        ({}, {"HSG_BOLT_PORT": "2"}, "bolt://127.0.0.1:2"),
+        ({}, {"HSG_BOLT_PORT": "2", "NEO4J_URI": "bolt://h:1"}, "bolt://h:1"),
+        ({"bolt_port": 3}, {"HSG_BOLT_PORT": "2", "NEO4J_URI": "bolt://h:1"}, "bolt://127.0.0.1:3"),
+        ({"uri": "bolt://u:4", "bolt_port": 3}, {"NEO4J_URI": "bolt://h:1"}, "bolt://u:4"),
+    ],
+)
+def test_resolve_uri_is_one_rule(clean_env, monkeypatch, typed, env, expected):
+    from hsg.db.settings import resolve_uri
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert resolve_uri(**typed) == expected
+    assert ConnectionSettings.from_env(**typed).uri == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "70000"])
+def test_bad_bolt_port_is_one_line(clean_env, monkeypatch, value):
+    monkeypatch.setenv("HSG_BOLT_PORT", value)
+    monkeypatch.setenv("NEO4J_PASSWORD", "not-used-here")
+    with pytest.raises(DatabaseError, match="HSG_BOLT_PORT"):
+        ConnectionSettings.from_env()
+    for args in (["analyze", "pagerank", "--label", "a"], ["db", "status"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and repr(value) in lines[0], result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["analyze", "pagerank", "--label", "a"],
+        ["db", "init"],
+        ["db", "check"],
+        ["targets", "--up", "a", "--down", "b"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_every_command_goes_to_hsg_bolt_port(clean_env, monkeypatch, args):
+    """The bug: analysis read only NEO4J_URI (→ 7687) while status named HSG_BOLT_PORT's."""
+    monkeypatch.setenv("NEO4J_PASSWORD", "not-used-here")
+    monkeypatch.setenv("HSG_BOLT_PORT", "1")  # nothing listens on port 1
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert "127.0.0.1:1" in result.output and "7687" not in result.output, result.output
+    assert _status_uri([]) == "bolt://127.0.0.1:1"
+    result = CliRunner().invoke(cli, [*args, "--bolt-port", "2"])
+    assert "127.0.0.1:2" in result.output, result.output
+
+
+def test_api_connect_and_analysis_resolve_like_the_cli(clean_env, monkeypatch):
+    from hsg import api
+
+    monkeypatch.setenv("NEO4J_PASSWORD", "not-used-here")
+    monkeypatch.setenv("HSG_BOLT_PORT", "1")
+    with pytest.raises(DatabaseError, match=r"127\.0\.0\.1:1"):
+        api.connect()
+    with pytest.raises(DatabaseError, match=r"127\.0\.0\.1:2"):
+        api.connect(bolt_port=2)
+    with pytest.raises(DatabaseError, match=r"127\.0\.0\.1:1"):
+        api.pagerank(["a"])
+
+
+def test_home_names_the_password_file(clean_env, monkeypatch, tmp_path):
+    """HSG_HOME (or --home / home=) is where every command finds the local password."""
+    other = tmp_path / "other-home"
+    password_path(other).parent.mkdir(parents=True)
+    password_path(other).write_text("from-other-home\n")
+    assert ConnectionSettings.from_env().password is None
+    assert ConnectionSettings.from_env(home=other).password == "from-other-home"
+    monkeypatch.setenv("HSG_HOME", str(other))
+    assert ConnectionSettings.from_env().password == "from-other-home"
+
+
+# ------------------------------------------ a database that stays small (issue #17, part 4)
+
+
+def _conf_lines(cfg: server.ServerConfig) -> dict[str, str]:
+    text = server.write_conf(cfg).read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_transaction_logs_are_kept_by_size(clean_env, monkeypatch, tmp_path):
+    conf = _conf_lines(server.ServerConfig.from_env(home=tmp_path / "a"))
+    assert conf["db.tx_log.rotation.retention_policy"] == "256M size"
+    assert conf["db.tx_log.rotation.size"] == "64M"
+    assert conf["db.checkpoint.interval.time"] == "5m"
+    monkeypatch.setenv("HSG_TX_LOG_RETENTION", "1g")
+    conf = _conf_lines(server.ServerConfig.from_env(home=tmp_path / "b"))
+    assert conf["db.tx_log.rotation.retention_policy"] == "1G size"
+    # the option beats the environment
+    cfg = server.ServerConfig.from_env(home=tmp_path / "c", tx_log_retention="100m")
+    assert _conf_lines(cfg)["db.tx_log.rotation.retention_policy"] == "100M size"
+
+
+@pytest.mark.parametrize("value", ["2 days", "-1g", "lots", "0"])
+def test_bad_retention_is_refused_by_name(clean_env, monkeypatch, tmp_path, value):
+    with pytest.raises(DatabaseError, match="transaction log retention"):
+        server.ServerConfig.from_env(home=tmp_path, tx_log_retention=value)
+    result = CliRunner().invoke(
+        cli, ["db", "start", "--home", str(tmp_path), "--tx-log-retention", value]
+    )
+    assert result.exit_code == 1 and repr(value) in result.output, result.output
+    assert not (tmp_path / "conf").exists()
+
+
+def test_disk_usage_counts_store_and_logs(tmp_path):
+    home = tmp_path / "home"
+    (home / "data" / "databases" / "neo4j").mkdir(parents=True)
+    (home / "data" / "databases" / "neo4j" / "neostore").write_bytes(b"x" * 1000)
+    (home / "data" / "transactions" / "neo4j").mkdir(parents=True)
+    (home / "data" / "transactions" / "neo4j" / "neostore.transaction.db.0").write_bytes(b"y" * 300)
+    (home / "logs").mkdir()
+    (home / "logs" / "neo4j.log").write_bytes(b"z" * 20)
+    usage = server.disk_usage(server.ServerConfig(home=home))
+    assert usage["store_bytes"] == 1000 and usage["tx_log_bytes"] == 300
+    assert usage["server_log_bytes"] == 20 and usage["home_bytes"] == 1320
+    assert usage["databases"] == {"neo4j": {"store_bytes": 1000, "tx_log_bytes": 300}}
+    empty = server.disk_usage(server.ServerConfig(home=tmp_path / "none"))
+    assert empty["store_bytes"] == empty["tx_log_bytes"] == empty["home_bytes"] == 0
