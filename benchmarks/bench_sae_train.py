@@ -9,6 +9,14 @@ architecture: training tokens/s (the training passes only, from metrics.jsonl), 
 of the whole run (statistics, training, validation, checkpoints), epochs, the recovered
 fraction of atoms (a decoder row at cosine >= 0.9), validation FVE and L0, and recovery per
 second of wall time; ratios are against relu measured in the same run.
+
+With SAELens installed (the `interop` extra; `--no-saelens` skips it), each architecture is
+also trained by SAELens's own trainer (`SAETrainer` with its `TrainingSAE` of that
+architecture: standard, topk, batchtopk, jumprelu) on the same rows, for as many tokens as
+hsg's run trained on, with hsg's batch size, learning rate and k, and SAELens's input
+normalisation (`expected_average_only_in`, the counterpart of hsg's); its sparsity
+coefficients are SAELens's defaults (λ means something else in each library). Reported:
+its training tokens/s, hsg's tokens/s over it, and its recovered fraction.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=60_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--archs", default="relu,topk,batchtopk,jumprelu")
+    ap.add_argument("--no-saelens", action="store_true", help="skip SAELens's trainer")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -64,6 +73,12 @@ def main() -> None:
                     "recovered_per_s": rec / wall,
                 }
             )
+            if not args.no_saelens and _has_saelens():
+                tcfg = json.loads((Path(tmp) / arch / "train_state" / "run.json").read_text())
+                batch = tcfg["train"]["batch_size"]
+                sl = _saelens_run(arch, data.x, tok, batch, res.sae.cfg.lr, extra.get("k"))
+                sl["recovered"] = recovered_fraction(sl.pop("W_dec"), data.atoms)
+                rows[-1].update({f"saelens_{k}": v for k, v in sl.items()})
     base = next((r for r in rows if r["arch"] == "relu"), rows[0])
     print(f"{args.rows} rows, d_in 64, d_sae 256, {args.threads} thread(s), defaults")
     print("| arch | train tokens/s | × relu | wall s | epochs | recovered | val FVE | val L0 "
@@ -76,7 +91,71 @@ def main() -> None:
             f"{r['epochs']} | {r['recovered']:.3f} | {r['val_fve']:.4f} | {r['val_l0']:.2f} | "
             f"{r['recovered_per_s']:.4f} | {r['recovered_per_s'] / base['recovered_per_s']:.2f} |"
         )
+    if any("saelens_tokens_per_s" in r for r in rows):
+        print("\nSAELens's trainer on the same rows, tokens, batch size, lr and k:")
+        print("| arch | hsg tokens/s | SAELens tokens/s | hsg × SAELens | hsg recovered "
+              "| SAELens recovered |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(
+                f"| {r['arch']} | {r['tokens_per_s']:,.0f} | {r['saelens_tokens_per_s']:,.0f} | "
+                f"{r['tokens_per_s'] / r['saelens_tokens_per_s']:.2f} | {r['recovered']:.3f} | "
+                f"{r['saelens_recovered']:.3f} |"
+            )
     print(json.dumps(rows))
+
+
+def _has_saelens() -> bool:
+    try:
+        import sae_lens  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _saelens_run(
+    arch: str, x: np.ndarray, n_tokens: int, batch: int, lr: float, k: int | None
+) -> dict:
+    """SAELens's trainer for `n_tokens` tokens of shuffled batches of `x`."""
+    import sae_lens as sl
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    classes = {
+        "relu": (sl.StandardTrainingSAE, sl.StandardTrainingSAEConfig),
+        "topk": (sl.TopKTrainingSAE, sl.TopKTrainingSAEConfig),
+        "batchtopk": (sl.BatchTopKTrainingSAE, sl.BatchTopKTrainingSAEConfig),
+        "jumprelu": (sl.JumpReLUTrainingSAE, sl.JumpReLUTrainingSAEConfig),
+    }
+    sae_cls, cfg_cls = classes[arch]
+    kw = {"k": k} if k is not None else {}
+    torch.manual_seed(0)
+    sae = sae_cls(
+        cfg_cls(d_in=x.shape[1], d_sae=256, normalize_activations="expected_average_only_in", **kw)
+    )
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    gen = torch.Generator().manual_seed(0)
+
+    def batches():
+        while True:
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(order) - batch + 1, batch):
+                yield xt[order[i : i + batch]]
+
+    total = (n_tokens // batch) * batch
+    cfg = SAETrainerConfig(
+        total_training_samples=total, train_batch_size_samples=batch, lr=lr,
+        lr_end=lr, n_batches_for_norm_estimate=20,
+    )  # fmt: skip
+    trainer = SAETrainer(cfg, sae, batches())
+    t0 = time.perf_counter()
+    trained = trainer.fit()
+    seconds = time.perf_counter() - t0
+    return {
+        "tokens_per_s": total / seconds,
+        "seconds": seconds,
+        "W_dec": trained.W_dec.detach().numpy().copy(),
+    }
 
 
 if __name__ == "__main__":
