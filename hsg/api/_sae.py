@@ -110,8 +110,9 @@ def cache_activations(
 ) -> ActivationStore:
     """Encode the regions of ``data`` at ``layer`` into the shard cache ``cache``, once.
 
-    A cache that already holds exactly these activations (same input fingerprint, model,
-    checkpoint, layer, <cls> choice) is reused. With ``sae``, the encoder is checked
+    A cache that already holds exactly these activations (same input fingerprint, encoder
+    checkpoint hash, layer, <cls> choice) is reused, also after the model directory was
+    renamed or moved (its name is only a label). With ``sae``, the encoder is checked
     against it first (`check_compatible`).
     """
     from hsg.sae.activations import (

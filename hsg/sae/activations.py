@@ -36,7 +36,7 @@ from safetensors.numpy import load_file as np_load_file
 from safetensors.numpy import save_file as np_save_file
 
 from hsg.iterutils import batched
-from hsg.sae.config import DEFAULT_HOOK
+from hsg.sae.config import DEFAULT_HOOK, UNSAVED_CHECKPOINT
 
 MANIFEST_FILE = "manifest.json"
 SHARD_PREFIX = "shard-"
@@ -292,15 +292,23 @@ def reusable_cache(
     layer: int,
     include_cls: bool = False,
 ) -> ActivationManifest | None:
-    """The existing cache's manifest if it holds exactly these activations, else None."""
+    """The existing cache's manifest if it holds exactly these activations, else None.
+
+    The encoder is identified by its checkpoint hash: `model_id` (a directory's name, a
+    label) is compared only when there is no hash to compare, so renaming or moving a model
+    directory does not re-encode everything.
+    """
     try:
         m = ActivationManifest.load(directory)
     except ActivationError:
         return None
+    if checkpoint_hash and checkpoint_hash != UNSAVED_CHECKPOINT:
+        same_encoder = m.checkpoint_hash == checkpoint_hash
+    else:
+        same_encoder = m.model_id == model_id and m.checkpoint_hash == checkpoint_hash
     same = (
         m.data_fingerprint == data_fingerprint
-        and m.model_id == model_id
-        and m.checkpoint_hash == checkpoint_hash
+        and same_encoder
         and m.layer == layer
         and m.include_cls == include_cls
         and all((Path(directory) / s["file"]).is_file() for s in m.shards)

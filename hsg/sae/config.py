@@ -29,6 +29,10 @@ DTYPES: tuple[str, ...] = ("float32", "float64", "bfloat16", "float16")
 DEFAULT_HOOK = "hidden_states[layer] (0=embeddings, i=output of block i); content tokens only"
 
 FORMAT_VERSION = 1
+# `SAEConfig.id_from`: "checkpoint" (new SAEs) or "model_id" (SAEs saved before it existed)
+ID_SOURCES: tuple[str, ...] = ("checkpoint", "model_id")
+# `Encoder.checkpoint_hash` of an encoder whose weights were never written to a file
+UNSAVED_CHECKPOINT = "unsaved"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class SAEConfig(JsonConfig):
     # filled by save(); a content hash of sae.safetensors
     weights_sha256: str | None = None
     format_version: int = FORMAT_VERSION
+    # what names the encoder in `sae_id`: its checkpoint hash, or (SAEs saved before ids were
+    # keyed by the hash, read back with `from_dict`) the model id, so their ids never change
+    id_from: str = "checkpoint"
 
     def __post_init__(self) -> None:
         if self.d_in <= 0 or self.d_sae <= 0:
@@ -96,6 +103,8 @@ class SAEConfig(JsonConfig):
             raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.layer is not None and self.layer < 0:
             raise ConfigError(f"layer must be >= 0, got {self.layer}")
+        if self.id_from not in ID_SOURCES:
+            raise ConfigError(f"id_from must be one of {ID_SOURCES}, got {self.id_from!r}")
         if self.format_version != FORMAT_VERSION:
             raise ConfigError(
                 f"SAE config format_version {self.format_version} is not supported "
@@ -114,6 +123,15 @@ class SAEConfig(JsonConfig):
 
     def replace(self, **changes: Any) -> SAEConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
+        """As `JsonConfig.from_dict`; a config without `id_from` was written before SAE ids
+        were keyed by the checkpoint hash and keeps its model-id based id (graphs, steering
+        files and classifiers already refer to it)."""
+        if isinstance(data, dict) and "id_from" not in data:
+            data = {**data, "id_from": "model_id"}
+        return super().from_dict(data)
 
 
 @dataclass(frozen=True)

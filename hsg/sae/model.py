@@ -48,7 +48,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from hsg.sae.architectures import ArchitectureSpec
-from hsg.sae.config import ConfigError, SAEConfig
+from hsg.sae.config import UNSAVED_CHECKPOINT, ConfigError, SAEConfig
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -304,12 +304,17 @@ class SparseAutoencoder(nn.Module):
 
     @property
     def sae_id(self) -> str:
-        """Stable identifier: `<model_id>/L<layer>/<arch>-<d_sae>-<sha256[:8]>`.
+        """Stable identifier: `ckpt-<checkpoint sha256[:12]>/L<layer>/<arch>-<d_sae>-<sha256[:8]>`.
 
-        The hash is of the weight file, so two SAEs with the same shape and provenance but
-        different weights never share an id, and the id of a loaded SAE never changes.
+        The encoder is named by the hash of its weight files, not by its directory's name
+        (`cfg.model_id`, kept as a readable label): renaming or moving a model directory
+        changes no id, and a directory called `model` does not give ids `model/L1/…`. Without
+        a recorded checkpoint hash, and for SAEs saved before this scheme (`cfg.id_from ==
+        "model_id"`, whose ids graphs already hold), it is `<model_id>/L<layer>/…`.
+        The last hash is of the weight file, so two SAEs with the same shape and provenance
+        but different weights never share an id, and the id of a loaded SAE never changes.
         """
-        model = self.cfg.model_id or "unknown-model"
+        model = encoder_key(self.cfg)
         layer = "?" if self.cfg.layer is None else str(self.cfg.layer)
         arch = self.cfg.architecture
         return f"{model}/L{layer}/{arch}-{self.cfg.d_sae}-{self.weights_sha256()[:8]}"
@@ -412,6 +417,14 @@ class SparseAutoencoder(nn.Module):
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Detached CPU copies of every saved tensor (parameters and extras), by name."""
         return {name: getattr(self, name).detach().to("cpu").clone() for name in self.tensor_names}
+
+
+def encoder_key(cfg: SAEConfig) -> str:
+    """The first part of `sae_id`: what names the encoder the SAE reads (see `sae_id`)."""
+    ckpt = cfg.encoder_checkpoint_hash
+    if cfg.id_from == "checkpoint" and ckpt and ckpt != UNSAVED_CHECKPOINT:
+        return f"ckpt-{ckpt[:12]}"
+    return cfg.model_id or "unknown-model"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
