@@ -44,6 +44,7 @@ from hsg.api._sae import (
     open_activation_source,
     train_sae,
 )
+from hsg.api._shards import encode_to_shards, ingest_ray, load_shards
 from hsg.api._steer import (
     ClassifierRun,
     SteerReport,
@@ -74,14 +75,17 @@ __all__ = [
     "depmap",
     "embed",
     "embed_to_file",
+    "encode_to_shards",
     "evaluate_classifier",
     "evaluate_sae",
     "export_sae",
     "import_sae",
     "ingest",
+    "ingest_ray",
     "iter_regions",
     "load_encoder",
     "load_sae",
+    "load_shards",
     "make_tiny_model",
     "motifs",
     "open_activation_source",

@@ -160,6 +160,7 @@ def load_shards(
     write_batch: int = 256,
     overwrite: bool = False,
     server: ServerConfig | None = None,
+    database: str | None = None,
     work_dir: PathLike | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
@@ -196,18 +197,17 @@ def load_shards(
         finally:
             if own:
                 conn.close()
-    return _load_bulk(shard_set, connection, overwrite, server, work_dir, report, log)
+    return _load_bulk(shard_set, connection, overwrite, server, database, work_dir, report, log)
 
 
-def _load_bulk(shard_set, connection, overwrite, server_cfg, work_dir, progress, log):
+def _load_bulk(shard_set, connection, overwrite, server_cfg, database, work_dir, progress, log):
     import shutil
     import time
 
     from hsg.db import server as srv
     from hsg.db.admin_import import import_full, store_exists
     from hsg.db.errors import DatabaseError
-    from hsg.db.schema import apply_schema
-    from hsg.graph.bulk import write_import_files
+    from hsg.graph.bulk import finish_import, graph_counts, node_count, write_import_files
     from hsg.graph.shard_load import LoadSummary
 
     log = log or (lambda _msg: None)
@@ -216,26 +216,22 @@ def _load_bulk(shard_set, connection, overwrite, server_cfg, work_dir, progress,
     conn = connection
     started = time.perf_counter()
     try:
+        database = database or (conn.database if conn is not None else "neo4j")
         if srv.running_pid(cfg) is not None:
-            conn = conn or connect()
-            database = conn.database
-            before = conn.driver.execute_query(
-                "MATCH (n) RETURN count(n) AS n", database_=database
-            ).records[0]["n"]
+            conn = conn or connect(home=cfg.home, bolt_port=cfg.bolt_port, database=database)
+            before = node_count(conn.driver, database)
             if before and not overwrite:
                 raise DatabaseError(
                     f"database {database!r} of {cfg.home} holds {before} nodes: the bulk "
                     "importer replaces a database whole. Pass --overwrite to replace it, or "
                     "use --online to add the shards to it. Nothing was changed."
                 )
-        else:
-            database = conn.database if conn is not None else "neo4j"
-            if store_exists(cfg, database) and not overwrite:
-                raise DatabaseError(
-                    f"the server of {cfg.home} is not running, so hsg cannot tell whether "
-                    f"database {database!r} is empty: start it (`hsg db start`) or pass "
-                    "--overwrite. Nothing was changed."
-                )
+        elif store_exists(cfg, database) and not overwrite:
+            raise DatabaseError(
+                f"the server of {cfg.home} is not running, so hsg cannot tell whether "
+                f"database {database!r} is empty: start it (`hsg db start`) or pass "
+                "--overwrite. Nothing was changed."
+            )
         if conn is not None and own:
             conn.close()
             conn = None
@@ -264,8 +260,8 @@ def _load_bulk(shard_set, connection, overwrite, server_cfg, work_dir, progress,
             )  # fmt: skip
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        conn = connection if connection is not None else connect()
-        apply_schema(conn.driver, database)
+        conn = connection or connect(home=cfg.home, bolt_port=cfg.bolt_port, database=database)
+        finish_import(conn.driver, database)
         summary.seconds = time.perf_counter() - started
         summary.shards = m.shards
         summary.sequences = totals["sequences"]
@@ -277,11 +273,7 @@ def _load_bulk(shard_set, connection, overwrite, server_cfg, work_dir, progress,
         summary.relationships_created = result.relationships or sum(
             v for k, v in files.counts.items() if k in files.relationships
         )
-        from hsg.graph.statements import COUNTS
-
-        summary.counts_after = dict(
-            conn.driver.execute_query(COUNTS, database_=database).records[0]
-        )
+        summary.counts_after = graph_counts(conn.driver, database)
         summary.import_seconds = result.seconds
         return summary
     finally:

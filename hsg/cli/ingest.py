@@ -156,6 +156,26 @@ def _echo_summary(summary, as_json: bool) -> None:
 @click.option(
     "--pair", help="With --server: the service's encoder/SAE pair by name [default: its first]."
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: encode with Ray Data (an actor pool holding the model + SAE, one GPU per actor when there are GPUs) into activation shards (--shards), then load them with `hsg load --online`'s writer. See docs/scale-out.md.",
+)
+@click.option(
+    "--address",
+    help="With --engine ray: a running Ray cluster (e.g. auto, ray://head:10001) [default: start a local Ray sized to this machine].",
+)
+@click.option(
+    "--shards",
+    "shards_dir",
+    type=click.Path(file_okay=False),
+    help="Keep the activation shards in DIR (implies --engine ray); re-running resumes, complete shards are kept. Load them later with `hsg load DIR [--bulk]`.",
+)
+@click.option("--actors", type=click.IntRange(min=1), help="With --engine ray: encoder actors [default: one per GPU, else one per CPU].")
+@click.option("--shard-size", default=2048, show_default=True, type=click.IntRange(min=1), help="With --engine ray: input records per shard (the unit of resumption).")
+@click.option("--no-load", is_flag=True, help="With --engine ray: write the shards only; load them with `hsg load`.")
 @connection_options
 def ingest(
     settings: ConnectionSettings,
@@ -163,6 +183,12 @@ def ingest(
     server,
     token,
     pair,
+    engine,
+    address,
+    shards_dir,
+    actors,
+    shard_size,
+    no_load,
     model_dir,
     sae_dir,
     layer,
@@ -222,6 +248,19 @@ def ingest(
         return
     if not model_dir or not sae_dir:
         raise click.UsageError("Missing option '--model' or '--sae' (or submit with --server URL)")
+    if engine == "ray" or shards_dir:
+        from hsg.cli.load import ingest_with_ray
+
+        ingest_with_ray(
+            settings, input_path, model_dir, sae_dir, shards_dir=shards_dir, address=address,
+            actors=actors, shard_size=shard_size, load=not (no_load or dry_run),
+            write_batch=write_batch, as_json=as_json, layer=layer, fmt=fmt, reference=reference,
+            label=label, label_column=label_column, annotations=list(annotations), g4=g4,
+            jaspar=jaspar, jaspar_pvalue=jaspar_pvalue, top_k=top_k,
+            min_activation=min_activation, batch_size=batch_size, window=window, stride=stride,
+            allow_model_mismatch=allow_model_mismatch,
+        )  # fmt: skip
+        return
     with user_errors(), Bars(disable=as_json) as bars:
         connection = None if dry_run else api.connection_for(settings)
         try:

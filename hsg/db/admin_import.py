@@ -61,6 +61,7 @@ def import_command(
         "database",
         "import",
         "full",
+        database,  # first: a files option would take a later word as one more file
         f"--report-file={report}",
         "--multiline-fields=false",
     ]
@@ -68,7 +69,6 @@ def import_command(
         cmd.append("--overwrite-destination=true")
     cmd += [_files_arg("nodes", label, files) for label, files in nodes.items()]
     cmd += [_files_arg("relationships", rel, files) for rel, files in relationships.items()]
-    cmd.append(database)
     return cmd
 
 

@@ -236,3 +236,32 @@ def write_import_files(
     finally:
         files.close()
     return spec
+
+
+# A store written by the importer carries an older kernel version than the running server;
+# Neo4j upgrades it on the first write transaction, and refuses schema commands until then
+# ("not up to the requested version"). This write changes nothing and lets the upgrade run.
+UPGRADE_PROBE = "CREATE (n:HsgImportProbe) DELETE n"
+
+
+def finish_import(driver, database: str) -> None:
+    """After an import: let Neo4j upgrade the new store, then apply hsg's schema."""
+    from hsg.db.schema import apply_schema
+
+    driver.execute_query(UPGRADE_PROBE, database_=database)
+    apply_schema(driver, database)
+
+
+NODE_COUNT = "MATCH (n) RETURN count(n) AS n"
+
+
+def node_count(driver, database: str) -> int:
+    """All nodes of `database`: the importer replaces a database whole, so anything there
+    is what `--overwrite` would lose."""
+    return driver.execute_query(NODE_COUNT, database_=database).records[0]["n"]
+
+
+def graph_counts(driver, database: str) -> dict[str, int]:
+    from hsg.graph.statements import COUNTS
+
+    return dict(driver.execute_query(COUNTS, database_=database).records[0])
