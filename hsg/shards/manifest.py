@@ -49,9 +49,8 @@ class Manifest:
         return {
             "format": self.format,
             "version": self.version,
-            "model": self.model.get("id"),
-            "sae": self.sae.get("id"),
-            "sae_config": self.sae.get("config"),
+            "model": self.model,
+            "sae": self.sae,
             "input_sha256": self.input_sha256,
             "shard_size": self.shard_size,
             "shards": self.shards,
