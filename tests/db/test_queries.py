@@ -363,3 +363,63 @@ def test_running_ingest_runs(session):
     # this graph was built without ingest runs; the states of running, stale and finished
     # runs are covered with the status command in test_server_hardening.py
     assert session.named("running_ingest_runs") == []
+
+
+# ----------------------------------------------- concept and motif results (hsg concepts/motifs)
+
+
+@pytest.fixture
+def concept_results(session):
+    """DETECTS and RESEMBLES written by their real writers onto the fixture graph, removed
+    afterwards (replaced by empty runs)."""
+    from hsg.graph.concept_writes import replace_detects, replace_resembles
+
+    def detects(feature, annotation, name, kind, node, f1):
+        props = {"f1": f1, "precision": 1.0, "recall": f1, "threshold": 0.5, "support": 10}
+        return {"feature": feature, "annotation_id": annotation, "name": name, "kind": kind,
+                "concept_node": node, "props": props}  # fmt: skip
+
+    g4 = ("g4", "G-quadruplex", "g_quadruplex", False)
+    enhancer = ("concept:refseq_functional_element:enhancer", "enhancer", "refseq", True)
+    rows = [detects(f(0), *g4, 0.9), detects(f(2), *g4, 0.4), detects(f(3), *enhancer, 0.7),
+            detects(f(0), *enhancer, 0.2)]  # fmt: skip
+    db, sae_features = session.database, [f(0), f(1)]
+    replace_detects(session.driver, db, SAE, rows, run="c1")
+    spi1 = {"pvalue": 1e-9, "qvalue": 1e-6, "offset": 0, "orientation": "+", "rank": 0}
+    motifs = [{"feature": f(0), "consensus": "AAAGAGGAAGTG", "pwm": "[]", "seqlets": 50},
+              {"feature": f(1), "consensus": "ACGT", "pwm": "[]", "seqlets": 9}]  # fmt: skip
+    matches = [
+        {"feature": f(0), "annotation_id": "jaspar:MA0080.7", "name": "Spi1", "props": spi1},
+        {"feature": f(1), "annotation_id": "jaspar:MA0080.7", "name": "Spi1",
+         "props": {**spi1, "pvalue": 1e-4, "qvalue": 0.01, "orientation": "-"}},
+    ]  # fmt: skip
+    replace_resembles(session.driver, db, SAE, sae_features, motifs, matches, run="m1",
+                      release="JASPAR2026 CORE vertebrates", motif_kind="jaspar_motif")  # fmt: skip
+    yield session
+    replace_detects(session.driver, db, SAE, [], run="c2")
+    replace_resembles(session.driver, db, SAE, sae_features, [], [], run="m2", release="-",
+                      motif_kind="jaspar_motif")  # fmt: skip
+
+
+def test_features_detecting_concept(concept_results):
+    rows = concept_results.named("features_detecting_concept", concept="G-quadruplex", limit=10)
+    got = [(r["index"], r["f1"], r["annotation"]) for r in rows]
+    assert got == [(0, 0.9, "g4"), (2, 0.4, "g4")]
+    by_id = concept_results.named(
+        "features_detecting_concept", concept="concept:refseq_functional_element:enhancer", limit=1
+    )
+    assert [(r["index"], r["concept"]) for r in by_id] == [(3, "enhancer")]
+
+
+def test_concepts_of_feature(concept_results):
+    rows = concept_results.named("concepts_of_feature", feature=f(0), limit=10)
+    assert [(r["concept"], r["f1"]) for r in rows] == [("G-quadruplex", 0.9), ("enhancer", 0.2)]
+    assert concept_results.named("concepts_of_feature", feature=f(5), limit=10) == []
+
+
+def test_features_resembling_motif(concept_results):
+    for motif in ("Spi1", "MA0080.7", "jaspar:MA0080.7"):
+        rows = concept_results.named("features_resembling_motif", motif=motif, limit=10)
+        assert [(r["index"], r["orientation"]) for r in rows] == [(0, "+"), (1, "-")]
+    assert rows[0]["consensus"] == "AAAGAGGAAGTG"
+    assert concept_results.named("features_resembling_motif", motif="CTCF", limit=10) == []
