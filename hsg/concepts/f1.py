@@ -127,13 +127,28 @@ class ConceptResult:
 
 
 def _bins(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> tuple:
-    """(row, feature, bin) of every stored activation that clears at least step 0."""
+    """(row, feature, bin) of every stored activation that clears at least step 0.
+
+    The bin is found from the ratio to the feature's maximum with one binary search, then
+    corrected by the exact comparison ``activation > grid[k] × max`` on both neighbours, so
+    rounding in the division can never move an activation across a threshold.
+    """
     coo = values.tocoo()
-    limits = feature_max[coo.col][:, None] * grid[None, :]  # [nnz, K]
-    clears = coo.data[:, None].astype(np.float64) > limits
-    bins = clears.sum(axis=1) - 1
-    ok = (bins >= 0) & (feature_max[coo.col] > 0)
-    return coo.row[ok], coo.col[ok], bins[ok]
+    data = coo.data.astype(np.float64)
+    peak = feature_max[coo.col]
+    live = peak > 0
+    rows, cols, data, peak = coo.row[live], coo.col[live], data[live], peak[live]
+    k = len(grid)
+    bins = np.searchsorted(grid, data / peak, side="left") - 1
+    low = bins >= 0
+    over = low & ~(data > grid[np.maximum(bins, 0)] * peak)
+    bins[over] -= 1
+    nxt = bins + 1
+    under = nxt < k
+    under[under] = data[under] > grid[nxt[under]] * peak[under]
+    bins[under] += 1
+    ok = bins >= 0
+    return rows[ok], cols[ok], bins[ok]
 
 
 def split_counts(
@@ -143,25 +158,34 @@ def split_counts(
     grid: Sequence[float],
     block: int = 1024,
 ) -> SplitCounts:
-    """True positives and predictions of every (feature, step, concept) on these rows."""
+    """True positives and predictions of every (feature, step, concept) on these rows.
+
+    Only tokens inside some concept can be true positives, so the product runs over those
+    rows alone; predictions are counted over every row with one bincount.
+    """
     g = np.asarray(grid, dtype=np.float64)
     k = len(g)
     n_features = values.shape[1]
     n_concepts = labels.shape[1]
     rows, cols, bins = _bins(values, feature_max, g)
-    lab = sp.csr_matrix(labels, dtype=np.int32)
-    tp = np.zeros((n_features, k, n_concepts), dtype=np.int64)
     predicted = np.bincount(cols * k + bins, minlength=n_features * k).reshape(n_features, k)
+    labelled = np.asarray(labels.getnnz(axis=1) > 0).ravel()
+    compact = np.cumsum(labelled) - 1  # row → its number among labelled rows
+    inside = labelled[rows]
+    rows, cols, bins = compact[rows[inside]], cols[inside], bins[inside]
+    lab_t = sp.csr_matrix(labels[labelled], dtype=np.int32).T.tocsr()  # [C, labelled rows]
+    tp = np.zeros((n_features, k, n_concepts), dtype=np.int64)
+    order = np.argsort(cols, kind="stable")
+    rows, cols, bins = rows[order], cols[order], bins[order]
     for lo in range(0, n_features, block):
         hi = min(lo + block, n_features)
-        keep = (cols >= lo) & (cols < hi)
-        b = sp.csc_matrix(
-            (np.ones(int(keep.sum()), dtype=np.int32),
-             (rows[keep], (cols[keep] - lo) * k + bins[keep])),
-            shape=(values.shape[0], (hi - lo) * k),
-        )  # fmt: skip
-        counts = (b.T @ lab).toarray().reshape(hi - lo, k, n_concepts)
-        tp[lo:hi] = counts
+        a, b = np.searchsorted(cols, [lo, hi])
+        part = sp.csr_matrix(
+            (np.ones(b - a, dtype=np.int32), (rows[a:b], (cols[a:b] - lo) * k + bins[a:b])),
+            shape=(int(labelled.sum()), (hi - lo) * k),
+        )
+        counts = (lab_t @ part).toarray()  # [C, (hi - lo)·K]
+        tp[lo:hi] = counts.reshape(n_concepts, hi - lo, k).transpose(1, 2, 0)
     # "lands in bin k" → "clears step k": reverse cumulative sums over the steps
     tp = np.flip(np.cumsum(np.flip(tp, axis=1), axis=1), axis=1)
     predicted = np.flip(np.cumsum(np.flip(predicted, axis=1), axis=1), axis=1)

@@ -18,7 +18,7 @@ from hsg.concepts.f1 import ConceptConfig, concept_f1, split_counts, split_count
 rng = np.random.default_rng(7)
 
 
-def _random_case(n_seq=40, length=40, n_features=6, n_concepts=3, density=0.3):
+def _random_case(n_seq=40, length=40, n_features=6, n_concepts=3, density=0.3, ties=False):
     ids = [f"s{i}" for i in range(n_seq)]
     seqs = ["".join(rng.choice(list("ACGT"), length)) for _ in ids]
     index = token_index(ids, seqs)
@@ -28,7 +28,8 @@ def _random_case(n_seq=40, length=40, n_features=6, n_concepts=3, density=0.3):
         for p in range(n_tok):
             for f in range(n_features):
                 if rng.random() < density:
-                    rows.append((s, p, f, float(rng.gamma(2.0))))
+                    value = 0.3 * int(rng.integers(1, 5)) if ties else float(rng.gamma(2.0))
+                    rows.append((s, p, f, value))
     concepts = [Concept(f"c{j}", f"concept{j}", "test") for j in range(n_concepts)]
     intervals = {}
     for s in range(n_seq):
@@ -77,8 +78,10 @@ def _brute(acts, intervals, concepts, config):
     return out
 
 
-def test_f1_equals_brute_force():
-    acts, labels, intervals = _random_case()
+@pytest.mark.parametrize("ties", [False, True])
+def test_f1_equals_brute_force(ties):
+    # with ties, activations sit exactly on thresholds (0.3·k vs 0.25/0.5/0.75 of max 1.2)
+    acts, labels, intervals = _random_case(ties=ties)
     config = ConceptConfig(thresholds=(0.0, 0.25, 0.5, 0.75), feature_block=4)
     result = concept_f1(acts, labels, config)
     brute = _brute(acts, intervals, labels.concepts, config)
