@@ -9,9 +9,14 @@ for the labels `up` and `down`; every sequence also carries the label `all`. It 
 with GraphWriter into a throw-away server (benchmarks/_server.py), never the user's graph.
 
 Measured in one run, on the label `all` (every relationship):
-  * GDS     — what `hsg analyze pagerank` does for one label: Cypher-aggregation projection
-              from the stored graph, PageRank, support counts, streaming the feature scores
-              back, dropping the projection;
+  * projection — the label graph projected from HAS_FEATURE (one stored row per pair, what
+              `hsg analyze pagerank` does) against the Cypher aggregation of ACTIVATES it
+              replaced, and GDS's native projection of every HAS_FEATURE (no label filter
+              possible: a reference for the fastest load GDS has), interleaved, median of
+              `--repeats`; target ≥ 5× for HAS_FEATURE over the aggregation;
+  * GDS     — what `hsg analyze pagerank` does for one label: projection from HAS_FEATURE,
+              PageRank, support counts, streaming the feature scores back, dropping the
+              projection (and the same with the old aggregating projection);
   * networkx — `nx.pagerank` on the same weighted graph (one edge per sequence–feature pair,
               weight = activations) at the same precision, (a) built from rows already in
               Python memory, (b) built from the pairs fetched from Neo4j (the route for a
@@ -19,6 +24,11 @@ Measured in one run, on the label `all` (every relationship):
               edge per activation, networkx's default tolerance;
   * targets — the `differential_centrality` query (up vs down) and the whole
               `compute_targets` call, after `hsg analyze pagerank --label up --label down`.
+
+Target: GDS end to end ≥ 2× networkx including its graph build from rows in memory.
+`--networkx-memory-gb` runs networkx in a child process limited to that much address space,
+so that a scale point (≥ 20M ACTIVATES) reports networkx's memory failure instead of
+swapping the machine; `--no-targets --no-from-db --no-multigraph` skip the other parts.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import networkx as nx
@@ -68,7 +79,11 @@ def synthetic(sequences: int, tokens: int, features: int, seed: int) -> np.ndarr
     return out
 
 
-def write(driver, database, acts: np.ndarray, features: int, batch: int) -> float:
+def write(
+    driver, database, acts: np.ndarray, features: int, batch: int, subsets: tuple[int, ...] = ()
+) -> float:
+    """Every sequence gets `up` or `down` and `all`, and `first<n>` for each n in `subsets`
+    with i < n: nested labels of growing size for the scaling comparison."""
     writer = GraphWriter(driver, database, SAE, "bench")
     writer.register({"id": "bench"}, {"id": SAE, "layer": 1, "d_sae": features}, features,
                     {"id": "bench"})  # fmt: skip
@@ -80,17 +95,68 @@ def write(driver, database, acts: np.ndarray, features: int, batch: int) -> floa
             rows = [[int(f), p, "ACGTAC", 1.0, 0] for p, f in enumerate(acts[i])]
             label = "up" if i < half else "down"
             items.append(
-                SequenceWrite(f"seq{i:06d}", {"length": 6 * len(rows)}, [label, "all"], rows)
+                SequenceWrite(
+                    f"seq{i:06d}",
+                    {"length": 6 * len(rows)},
+                    [label, "all", *(f"first{n}" for n in subsets if i < n)],
+                    rows,
+                )
             )
         writer.write_batch(items)
     return time.perf_counter() - started
 
 
-def bench_gds(session: AnalysisSession, config: PageRankConfig) -> tuple[float, dict, dict]:
+NATIVE = {
+    "ACTIVATES": {
+        "type": "HAS_FEATURE",
+        "orientation": "UNDIRECTED",
+        "properties": {"weight": {"property": "count"}, "activations": {"property": "count"}},
+    }
+}
+
+
+def bench_projections(session: AnalysisSession, config: PageRankConfig, repeats: int) -> dict:
+    """Projection alone (dropped untimed), the three ways interleaved; medians in seconds."""
+    times: dict[str, list[float]] = {"activates": [], "has_feature": [], "native": []}
+    pairs = {}
+    for _ in range(repeats):
+        for source in ("activates", "has_feature"):
+            started = time.perf_counter()
+            with project_label(session, SAE, "all", config, source=source) as graph:
+                times[source].append(time.perf_counter() - started)
+                pairs[source] = graph.pairs
+        name = f"bench-native-{uuid.uuid4().hex}"
+        started = time.perf_counter()
+        _graph, result = session.gds.graph.project.native(
+            name, ["Sequence", "Feature"], NATIVE, log_progress=False
+        )
+        times["native"].append(time.perf_counter() - started)
+        pairs["native"] = int(result.relationship_count) // 2
+        session.gds.graph.drop(name)
+    assert pairs["activates"] == pairs["has_feature"] == pairs["native"], pairs
+    out = {k: round(statistics.median(v), 3) for k, v in times.items()}
+    out["speedup_has_feature"] = round(out["activates"] / out["has_feature"], 2)
+    out["speedup_native"] = round(out["activates"] / out["native"], 2)
+    print(
+        f"  projection ({pairs['has_feature']:,} pairs, median of {repeats}): aggregating "
+        f"ACTIVATES {out['activates']:.2f} s, HAS_FEATURE {out['has_feature']:.2f} s "
+        f"({out['speedup_has_feature']:.1f}×, target ≥ 5×), native HAS_FEATURE without label "
+        f"filter {out['native']:.2f} s ({out['speedup_native']:.1f}×)"
+    )
+    return out
+
+
+def bench_gds(
+    session: AnalysisSession,
+    config: PageRankConfig,
+    source: str = "has_feature",
+    label: str = "all",
+    quiet: bool = False,
+) -> tuple[float, dict, dict]:
     """What `compute_label` does, timed by phase: projection; PageRank, support counts and
     streaming the feature scores back; dropping the projection."""
     started = time.perf_counter()
-    with project_label(session, SAE, "all", config) as graph:
+    with project_label(session, SAE, label, config, source=source) as graph:
         projected = time.perf_counter()
         rows, iterations, converged = score_projection(session, graph, config)
         scored = time.perf_counter()
@@ -102,8 +168,11 @@ def bench_gds(session: AnalysisSession, config: PageRankConfig) -> tuple[float, 
         "drop_s": round(seconds - (scored - started), 2),
         "iterations": iterations,
     }
+    phases["pairs"] = graph.pairs
+    if quiet:
+        return seconds, scores, phases
     print(
-        f"  GDS:      {seconds:7.2f} s  ({graph.pairs:,} pairs; projection "
+        f"  GDS ({source}): {seconds:7.2f} s  ({graph.pairs:,} pairs; projection "
         f"{phases['projection_s']:.2f} s, PageRank + support + stream "
         f"{phases['pagerank_and_stream_s']:.2f} s; {iterations} iterations, "
         f"converged={converged})"
@@ -132,7 +201,73 @@ def _normalised_features(ranks: dict) -> dict:
     return {k: v / total for k, v in features.items()}
 
 
-def bench_networkx(acts: np.ndarray, config: PageRankConfig) -> tuple[float, float, dict]:
+def _limited(memory_gb: float, func, *args):
+    """func(*args) in a forked child whose address space is capped; returns its result or
+    the text of its failure (MemoryError, a kill) instead of taking the machine down."""
+    import multiprocessing as mp
+
+    def child(conn):
+        import resource
+
+        limit = int(memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            conn.send(("ok", func(*args)))
+        except MemoryError:
+            conn.send(("failed", f"MemoryError under a {memory_gb:g} GiB address-space limit"))
+        except BaseException as exc:  # noqa: BLE001 - reported, not hidden
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+
+    ctx = mp.get_context("fork")
+    parent, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=child, args=(sender,))
+    started = time.perf_counter()
+    proc.start()
+    sender.close()
+    try:
+        state, value = parent.recv()
+    except EOFError:
+        state, value = "failed", f"killed (exit code {proc.exitcode})"
+    proc.join()
+    if state == "failed":
+        value = f"{value} after {time.perf_counter() - started:.1f} s"
+        print(f"  networkx: {value}")
+        return None, value
+    return value, None
+
+
+def bench_scaling(
+    session: AnalysisSession, acts: np.ndarray, config: PageRankConfig, subsets: tuple[int, ...]
+) -> list[dict]:
+    """GDS end to end (both projections) against networkx incl. its build, on the nested
+    labels `first<n>`: where the in-database path starts to win."""
+    out = []
+    for n in subsets:
+        old_s, _, _ = bench_gds(session, config, "activates", f"first{n}", quiet=True)
+        new_s, _, phases = bench_gds(session, config, "has_feature", f"first{n}", quiet=True)
+        built, ranked, _ = bench_networkx(acts[:n], config, quiet=True)
+        row = {
+            "sequences": n,
+            "activates": int(acts[:n].size),
+            "pairs": phases["pairs"],
+            "gds_s": round(new_s, 3),
+            "gds_activates_s": round(old_s, 3),
+            "networkx_s": round(built + ranked, 3),
+            "speedup": round((built + ranked) / new_s, 2),
+            "speedup_activates_projection": round((built + ranked) / old_s, 2),
+        }
+        print(
+            f"  scaling {row['activates']:>10,} ACTIVATES: GDS {new_s:6.2f} s (old projection "
+            f"{old_s:6.2f} s), networkx {built + ranked:6.2f} s → {row['speedup']:.2f}× "
+            f"({row['speedup_activates_projection']:.2f}× before)"
+        )
+        out.append(row)
+    return out
+
+
+def bench_networkx(
+    acts: np.ndarray, config: PageRankConfig, quiet: bool = False
+) -> tuple[float, float, dict]:
     """Weighted simple graph from rows in Python memory; returns (build s, pagerank s,
     scores)."""
     frame = pd.DataFrame(
@@ -148,17 +283,18 @@ def bench_networkx(acts: np.ndarray, config: PageRankConfig) -> tuple[float, flo
     started = time.perf_counter()
     ranks = _nx_pagerank(graph, config)
     ranked = time.perf_counter() - started
-    print(f"  networkx: {built + ranked:7.2f} s  (build {built:.2f} s, pagerank {ranked:.2f} s)")
+    if not quiet:
+        print(
+            f"  networkx: {built + ranked:7.2f} s  (build {built:.2f} s, pagerank {ranked:.2f} s)"
+        )
     return built, ranked, _normalised_features(ranks)
 
 
+# networkx's fastest route from the stored graph: the pairs HAS_FEATURE already aggregates
 FETCH_PAIRS = """
-MATCH (:Label {name: $label})<-[:HAS_LABEL]-(s:Sequence)
-CALL (s) {
-  MATCH (s)-[a:ACTIVATES]->(f:Feature {sae: $sae})
-  RETURN f, count(a) AS n
-}
-RETURN s.id AS s, f.id AS f, n
+MATCH (:Label {name: $label})<-[:HAS_LABEL]-(s:Sequence)-[h:HAS_FEATURE]->(f:Feature)
+WHERE f.sae = $sae
+RETURN s.id AS s, f.id AS f, h.count AS n
 """
 
 
@@ -223,6 +359,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=500, help="sequences per transaction")
     parser.add_argument("--no-multigraph", action="store_true", help="skip the MultiGraph run")
+    parser.add_argument("--no-targets", action="store_true", help="skip the targets query")
+    parser.add_argument("--no-from-db", action="store_true",
+                        help="skip networkx fed from Neo4j")  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=3, help="projection repeats")
+    parser.add_argument("--networkx-memory-gb", type=float,
+                        help="run networkx in a child limited to this address space")  # fmt: skip
+    parser.add_argument("--subsets", default="",
+                        help="comma-separated sequence counts: nested labels for the scaling "
+                             "comparison, e.g. 200,1000,5000")  # fmt: skip
+    parser.add_argument("--heap", default="2g", help="the bench server's heap")
+    parser.add_argument("--pagecache", default="1g", help="the bench server's page cache")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -231,37 +378,65 @@ def main() -> None:
           f"{args.features} features")  # fmt: skip
     config = PageRankConfig()
     results: dict = {"activates": int(acts.size), "features": args.features}
-    with bench_database() as (driver, settings):
+    with bench_database(heap=args.heap, pagecache=args.pagecache) as (driver, settings):
+        subsets = tuple(int(n) for n in args.subsets.split(",") if n)
         results["write_s"] = round(write(driver, settings.database, acts, args.features,
-                                         args.batch), 2)  # fmt: skip
+                                         args.batch, subsets), 2)  # fmt: skip
         print(f"  written in {results['write_s']:.1f} s")
         with open_session(settings) as session:
-            started = time.perf_counter()
-            run_pagerank(session, SAE, ["up", "down"], config)
-            results["pagerank_up_down_s"] = round(time.perf_counter() - started, 2)
-            print(f"  hsg analyze pagerank up+down: {results['pagerank_up_down_s']:.2f} s")
+            if not args.no_targets:
+                started = time.perf_counter()
+                run_pagerank(session, SAE, ["up", "down"], config)
+                results["pagerank_up_down_s"] = round(time.perf_counter() - started, 2)
+                print(f"  hsg analyze pagerank up+down: {results['pagerank_up_down_s']:.2f} s")
+            results["projection"] = bench_projections(session, config, args.repeats)
+            old_s, old_scores, results["gds_activates_phases"] = bench_gds(
+                session, config, source="activates"
+            )
             gds_s, gds_scores, results["gds_phases"] = bench_gds(session, config)
-            results["targets"] = bench_targets(session, repeats=5)
-            fetched, from_db = bench_networkx_from_db(session, config)
-    built, ranked, nx_scores = bench_networkx(acts, config)
-    common = sorted(nx_scores)
-    rho = spearmanr([gds_scores[k] for k in common], [nx_scores[k] for k in common]).statistic
-    results.update(
-        gds_s=round(gds_s, 2),
-        networkx_s=round(built + ranked, 2),
-        networkx_build_s=round(built, 2),
-        networkx_pagerank_s=round(ranked, 2),
-        speedup=round((built + ranked) / gds_s, 2),
-        networkx_from_db_s=round(from_db, 2),
-        networkx_fetch_s=round(fetched, 2),
-        speedup_from_db=round(from_db / gds_s, 2),
-        spearman_gds_vs_networkx=round(float(rho), 6),
-    )
-    print(
-        f"  GDS is {results['speedup']:.1f}× faster than networkx from memory, "
-        f"{results['speedup_from_db']:.1f}× faster than networkx fed from Neo4j "
-        f"(Spearman ρ of feature scores = {rho:.6f})"
-    )
+            if not args.no_targets:
+                results["targets"] = bench_targets(session, repeats=5)
+            if subsets:
+                results["scaling"] = bench_scaling(session, acts, config, subsets)
+            if not args.no_from_db:
+                fetched, from_db = bench_networkx_from_db(session, config)
+                results.update(
+                    networkx_from_db_s=round(from_db, 2),
+                    networkx_fetch_s=round(fetched, 2),
+                    speedup_from_db=round(from_db / gds_s, 2),
+                )
+    assert max(abs(gds_scores[k] - old_scores[k]) for k in gds_scores) < 1e-9
+    results.update(gds_s=round(gds_s, 2), gds_activates_s=round(old_s, 2))
+    if args.networkx_memory_gb:
+        nx_result, failure = _limited(args.networkx_memory_gb, bench_networkx, acts, config)
+    else:
+        nx_result, failure = bench_networkx(acts, config), None
+    if nx_result is None:
+        results["networkx"] = failure
+        print(f"  GDS completed in {gds_s:.2f} s; networkx did not: {failure}")
+    else:
+        built, ranked, nx_scores = nx_result
+        common = sorted(nx_scores)
+        rho = spearmanr([gds_scores[k] for k in common], [nx_scores[k] for k in common]).statistic
+        results.update(
+            networkx_s=round(built + ranked, 2),
+            networkx_build_s=round(built, 2),
+            networkx_pagerank_s=round(ranked, 2),
+            speedup=round((built + ranked) / gds_s, 2),
+            speedup_activates_projection=round((built + ranked) / old_s, 2),
+            spearman_gds_vs_networkx=round(float(rho), 6),
+        )
+        print(
+            f"  GDS end to end is {results['speedup']:.1f}× faster than networkx incl. its "
+            f"graph build (target ≥ 2×; {results['speedup_activates_projection']:.1f}× with "
+            f"the old aggregating projection)"
+            + (
+                f", {results['speedup_from_db']:.1f}× faster than networkx fed from Neo4j"
+                if "speedup_from_db" in results
+                else ""
+            )  # fmt: skip
+            + f" (Spearman ρ of feature scores = {rho:.6f})"
+        )
     if not args.no_multigraph:
         results["networkx_multigraph_s"] = round(bench_multigraph(acts, config), 2)
     print(json.dumps(results, indent=2))
