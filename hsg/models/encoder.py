@@ -12,7 +12,9 @@ output of block i, for i in 1..num_layers; negative indices count from the end. 
 ``emb_layer_norm_after``; ask for it with ``layer=-1, final_norm=True``.
 
 Batches run under ``torch.inference_mode()``, on the GPU in bfloat16 when there is one and
-on the CPU in float32 otherwise; what comes back is always float32 on the CPU.
+on the CPU in float32 otherwise; what comes back is always float32 on the CPU. On the CPU
+the linear layers run through oneDNN with pre-packed weights (`hsg.models.kernels`; equal
+to torch's plain layers to ~1e-6 relative, ``kernels="plain"`` to opt out).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import torch
 from hsg.models.checkpoint import backbone_state, read_weights, sha256_of, weight_files
 from hsg.models.config import NTConfig
 from hsg.models.errors import ModelNotFoundError
+from hsg.models.kernels import onednn_supported, use_onednn
 from hsg.models.nucleotide_transformer import NucleotideTransformer
 from hsg.models.tokenizer import NucleotideTokenizer, TokenizedSequence, default_names
 
+KERNELS = ("auto", "plain", "onednn")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {
     "fp32": torch.float32,
@@ -84,6 +88,25 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
         raise ValueError(f"unknown dtype {dtype!r} (expected one of {sorted(_DTYPES)})") from None
 
 
+def resolve_kernels(kernels: str | None, device: torch.device, dtype: torch.dtype) -> str:
+    """``plain`` (torch's own layers) or ``onednn`` (`hsg.models.kernels`) for this run.
+
+    ``auto`` (the default) takes oneDNN wherever it runs: on the CPU, float32 or (with the
+    instructions) bfloat16. ``HSG_ENCODER_KERNELS=plain`` turns it off for a whole process.
+    """
+    kernels = (kernels or "auto").lower()
+    if kernels == "auto":
+        kernels = os.environ.get("HSG_ENCODER_KERNELS", "auto").lower() or "auto"
+    if kernels not in KERNELS:
+        raise ValueError(f"unknown encoder kernels {kernels!r} (expected one of {KERNELS})")
+    supported = onednn_supported(device, dtype)
+    if kernels == "onednn" and not supported:
+        raise ValueError(f"oneDNN kernels do not run {dtype} on {device} on this machine")
+    if kernels == "auto":
+        return "onednn" if supported else "plain"
+    return kernels
+
+
 def resolve_device(device: torch.device | str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,12 +141,16 @@ class Encoder:
         weight_paths: Sequence[Path] = (),
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
+        kernels: str = "auto",
     ):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.config: NTConfig = model.config
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.model.requires_grad_(False)
+        self.kernels = resolve_kernels(kernels, self.device, self.dtype)
+        if self.kernels == "onednn":
+            use_onednn(self.model)
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.weight_paths = list(weight_paths)
@@ -131,7 +158,8 @@ class Encoder:
     def __repr__(self) -> str:
         return (
             f"Encoder({self.model_id!r}, version={self.version}, layers={self.num_layers}, "
-            f"hidden={self.hidden_size}, device={self.device}, dtype={self.dtype})"
+            f"hidden={self.hidden_size}, device={self.device}, dtype={self.dtype}, "
+            f"kernels={self.kernels})"
         )
 
     @property
@@ -378,12 +406,14 @@ def load_encoder(
     path_or_id: str | Path,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
+    kernels: str = "auto",
 ) -> Encoder:
     """Load an NT v1/v2 checkpoint from an HF-format directory (or a cached hub id).
 
     The directory holds ``config.json``, the weights (``model.safetensors`` or
     ``pytorch_model.bin``, possibly sharded) and optionally the tokenizer files. Nothing is
-    downloaded and no hub code is run (never ``trust_remote_code``).
+    downloaded and no hub code is run (never ``trust_remote_code``). ``kernels``: see
+    `resolve_kernels` (oneDNN on the CPU by default).
     """
     model_dir, model_id = resolve_model_dir(path_or_id)
     config = NTConfig.from_model_dir(model_dir)
@@ -397,4 +427,4 @@ def load_encoder(
     dev = resolve_device(device)
     target = resolve_dtype(dtype, dev)
     state = {k: v.to(target) for k, v in state.items()}
-    return Encoder(build_model(config, state), tokenizer, model_id, files, dev, target)
+    return Encoder(build_model(config, state), tokenizer, model_id, files, dev, target, kernels)

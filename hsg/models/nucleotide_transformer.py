@@ -94,6 +94,8 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
+        # set by hsg.models.kernels.use_onednn: q, k, v in one product (not a parameter)
+        self.fused_qkv = None
 
     def forward(
         self,
@@ -103,12 +105,14 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         b, t, _ = x.shape
 
-        def heads(proj: nn.Linear) -> torch.Tensor:
-            return proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
 
-        q = heads(self.query) * self.head_dim**-0.5
-        k = heads(self.key)
-        v = heads(self.value)
+        if self.fused_qkv is not None:
+            q, k, v = (heads(y) for y in self.fused_qkv(x))
+        else:
+            q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        q = q * self.head_dim**-0.5
         if rotary is not None:
             q = apply_rotary(q, *rotary)
             k = apply_rotary(k, *rotary)
