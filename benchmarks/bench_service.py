@@ -10,7 +10,12 @@ In one run, on a throw-away server (benchmarks/_server.py), the same input is in
 and the graph is wiped in between. Printed: wall seconds of each, the ratio service/direct
 (end to end), and the ratio of the pipeline's own seconds (the job's summary against the
 direct run's), which is the service's overhead on the work itself. Then two clients submit
-two halves at once: their sequences per second against one client's.
+two halves at once: their sequences per second against one client's. Finally the service
+job's tokens per second and, with --peak-tflops, 2 FLOPs per parameter per token at that
+rate as a fraction of the peak: a lower bound of the forward passes' share, since the job's
+time includes reading, annotating and writing. On a GPU, an NT v2 500M-shape model is
+    --layers 29 --hidden 1024 --heads 16 --intermediate 4096 --device cuda --dtype bf16
+    --peak-tflops 989   (H100/H200 dense bf16)
 """
 
 from __future__ import annotations
@@ -39,12 +44,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cisplatin" / "loci.tsv"
 
 
-def make_pair(root: Path, layers: int, hidden: int) -> tuple[Path, Path]:
+def make_pair(
+    root: Path, layers: int, hidden: int, heads: int, intermediate: int | None
+) -> tuple[Path, Path]:
     from hsg.sae.config import SAEConfig
     from hsg.sae.model import SparseAutoencoder
 
     model = api.make_tiny_model(
-        root / "model", "v2", layers=layers, hidden=hidden, heads=max(1, hidden // 8), seed=0
+        root / "model",
+        "v2",
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        intermediate=intermediate,
+        seed=0,
     )
     encoder = api.load_encoder(model, device="cpu")
     torch.manual_seed(0)
@@ -87,13 +100,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=2000)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=None)
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
-    model, sae = make_pair(tmp, args.layers, args.hidden)
+    model, sae = make_pair(tmp, args.layers, args.hidden, args.heads, args.intermediate)
+    encoder = api.load_encoder(model, device="cpu")
+    params = sum(p.numel() for p in encoder.model.parameters())
     data = take(args.data, args.limit, tmp / "input.tsv")
     half = (args.limit or 0) // 2 or None
     first = take(args.data, half, tmp / "first.tsv")
@@ -193,6 +211,11 @@ def main() -> None:
             proc.wait(timeout=30)
 
     n = direct["sequences_read"]
+    tokens = sum(
+        len(encoder.tokenizer.encode(r.sequence, name=r.id).ids) for r in api.iter_regions(data)
+    )
+    tokens_per_s = tokens / service["seconds"]
+    flops = 2 * params * tokens_per_s
     print(
         f"input: {n} sequences of {args.data.name}; tiny NT v2 ({args.layers} layers, "
         f"hidden {args.hidden}) on {args.device}; service start-up {startup:.1f} s"
@@ -214,6 +237,12 @@ def main() -> None:
     print(
         f"two clients at once: {n / two_wall:.0f} seq/s in {two_wall:.2f} s "
         f"({(n / two_wall) / (n / service_wall):.2f}x one client; jobs queue on one device)"
+    )
+
+    print(
+        f"service job: {tokens} tokens in {service['seconds']:.2f} s = {tokens_per_s:,.0f} "
+        f"tokens/s, {flops / 1e12:.3f} TFLOP/s of forward passes ({params / 1e6:.1f} M params)"
+        + (f" = {flops / 1e12 / args.peak_tflops:.1%} of peak" if args.peak_tflops else "")
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -68,6 +69,7 @@ class Service:
         self.sequences_done = 0  # since start, every job: the counters of /metrics
         self.relationships_written = 0
         self.started = time.time()
+        self._stopping = threading.Event()  # shutdown: the running job stops, to resume later
 
     # ------------------------------------------------------------------ start
     def load(self, log_fn=lambda _m: None) -> None:
@@ -100,11 +102,11 @@ class Service:
     def start(self) -> None:
         self.queue.start()
 
-    def close(self) -> None:
-        current = self.queue.current
-        if current is not None:
-            current.cancel.clear()  # a shutdown is not a cancel: the job resumes next start
-        self.queue.stop(timeout=0)
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the running job at its next batch boundary, marked to resume on the next
+        start (a shutdown is not a cancel), and wait for it up to `timeout` seconds."""
+        self._stopping.set()
+        self.queue.stop(timeout=timeout)
 
     @property
     def driver(self):
@@ -147,6 +149,9 @@ class Service:
                 raise
             except (ValueError, KeyError, FileNotFoundError) as exc:
                 message = str(exc).strip('"') if isinstance(exc, KeyError) else str(exc)
+                if upload_dir is not None:  # the client's file name, not the service's path
+                    for path in (options.input, *options.annotations):
+                        message = message.replace(path, Path(path).name.split("-", 1)[-1])
                 prefix = "bad input: " if type(exc).__name__ == "InputError" else ""
                 raise ServiceError(400, prefix + message) from exc
         except ServiceError:
@@ -235,11 +240,15 @@ class Service:
                 allow_model_mismatch=pair.cfg.allow_model_mismatch,
                 progress=progress,
                 run_id=job.id,
-                should_stop=job.cancel.is_set,
+                should_stop=lambda: job.cancel.is_set() or self._stopping.is_set(),
             )
         except IngestCancelled:
-            job.status = CANCELLED  # the pipeline marked the node
-            self._persist(job, sequences_done=job.done)
+            if job.cancel.is_set():
+                job.status = CANCELLED  # the pipeline marked the node
+                self._persist(job, sequences_done=job.done)
+            else:  # the service is stopping: the next start resumes the job
+                job.status = QUEUED
+                self._persist(job, status="interrupted", sequences_done=job.done)
         except Exception as exc:
             job.status, job.error = FAILED, f"{type(exc).__name__}: {exc}"
             self._persist(job, status=FAILED, error=job.error[:2000], sequences_done=job.done)

@@ -130,13 +130,15 @@ class JobQueue:
         self.jobs: dict[str, Job] = {}  # every job known, in submission order
         self.current: Job | None = None
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="hsg-jobs", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current job (which is asked to cancel only if `cancel_current`)."""
+        """Start no other job; wait up to `timeout` for the current one to return."""
+        self._closing = True
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -174,7 +176,7 @@ class JobQueue:
     def _work(self) -> None:
         while True:
             job = self._queue.get()
-            if job is None:
+            if job is None or self._closing:
                 return
             with self._lock:
                 if job.status != QUEUED:  # cancelled while it waited

@@ -24,15 +24,17 @@ from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
-N = 600  # long enough (batches of 16) to kill or cancel mid-job
+N = 360  # long enough (batches of 16) to kill or cancel mid-job
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     pair = tiny_pair(tmp_path_factory.mktemp("service"), seed=4, d_sae=32)
     root = pair["root"]
-    pair["a"] = write_tsv(make_synthetic_dataset(n=120, seed=1), root / "a.tsv")
-    pair["b"] = write_tsv(make_synthetic_dataset(n=120, seed=2, chrom="synB"), root / "b.tsv")
+    pair["a"] = write_tsv(make_synthetic_dataset(n=60, seed=1), root / "a.tsv")
+    pair["b"] = write_tsv(make_synthetic_dataset(n=60, seed=2, chrom="synB"), root / "b.tsv")
+    pair["fasta"] = root / "ref.fa"
+    pair["fasta"].write_text(">chr1\n" + "ACGT" * 100 + "\n")
     pair["big"] = write_tsv(make_synthetic_dataset(n=N, seed=9, chrom="synC"), root / "big.tsv")
     return pair
 
@@ -84,7 +86,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hsg", "serve", "--model", str(self.assets["model"]),
              "--sae", str(self.assets["sae"]), "--name", "tiny", "--device", "cpu",
-             "--port", str(self.port), "--state-dir", str(self.state), "--max-upload-mb", "0.5"],
+             "--port", str(self.port), "--state-dir", str(self.state), "--max-upload-mb", "0.5",
+             "--reference", f"tiny={self.assets['fasta']}"],
             stdout=self.log, stderr=self.log, env=env,
         )  # fmt: skip
         deadline = time.monotonic() + 120
@@ -194,7 +197,7 @@ def test_cli_submit_equals_a_direct_ingest(server, assets, direct, db):
     assert fingerprint(db) == direct["a"]
     with server.client() as client:
         job = client.jobs()[-1]
-        assert job["status"] == "finished" and job["progress"]["done"] == 120
+        assert job["status"] == "finished" and job["progress"]["done"] == 60
         assert job["counts"]["relationships_created"] == want.relationships_created
         metrics = client.metrics()
     assert 'hsg_jobs{state="finished"}' in metrics and "hsg_queue_depth 0" in metrics
@@ -238,7 +241,8 @@ def test_bad_uploads_are_refused_and_store_nothing(server, assets, db, tmp_path)
     big = tmp_path / "big.tsv"
     big.write_bytes(b"x" * (600 * 1024))
     cases = [
-        (bad_bed, {}, 400, "bad input"),
+        (bad_bed, {"reference": "tiny"}, 400, "bad.bed, line 1: start must be an integer"),
+        (bad_bed, {"reference": "hg00"}, 400, "unknown reference 'hg00'"),
         (bad_base, {}, 400, "invalid base 'X'"),
         (garbage, {}, 400, "gzip"),
         (assets["a"], {"sae": "nope"}, 400, "unknown SAE 'nope'"),

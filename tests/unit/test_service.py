@@ -156,3 +156,23 @@ def _until(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.01)
+
+
+def test_stop_starts_no_further_job():
+    gate = threading.Event()
+
+    def run(job: Job) -> None:
+        gate.wait(5)
+        job.status = FINISHED
+
+    q = JobQueue(run)
+    q.start()
+    a, b = _job(1), _job(2)
+    q.add(a)
+    q.add(b)
+    _until(lambda: a.status == RUNNING)
+    stopper = threading.Thread(target=q.stop, kwargs={"timeout": 5})
+    stopper.start()
+    gate.set()
+    stopper.join()
+    assert a.status == FINISHED and b.status == QUEUED  # b waits for the next start
