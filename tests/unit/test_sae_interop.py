@@ -147,6 +147,21 @@ def test_saelens_batchtopk_training_checkpoint(tmp_path):
     _assert_same(sae, ref.encode, ref.decode, _inputs())
 
 
+def test_saelens_files_hsg_cannot_reproduce_are_refused(tmp_path):
+    """Run-time input normalisation and architectures hsg lacks: a one-line reason, and
+    nothing written."""
+    sl = pytest.importorskip("sae_lens")
+
+    sl.GatedSAE(sl.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE)).save_model(tmp_path / "gated")
+    with pytest.raises(ValueError, match="architecture 'gated' is not supported"):
+        api.import_sae(tmp_path / "gated", tmp_path / "out", fmt="saelens", model="m", layer=1)
+    cfg = sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations="layer_norm")
+    sl.StandardSAE(cfg).save_model(tmp_path / "ln")
+    with pytest.raises(ValueError, match="normalize_activations='layer_norm'"):
+        api.import_sae(tmp_path / "ln", tmp_path / "out", fmt="saelens", model="m", layer=1)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])
 def test_export_loads_in_saelens_and_round_trips(tmp_path, arch):
     pytest.importorskip("sae_lens")
