@@ -276,15 +276,24 @@ def test_cancel_mid_job_leaves_a_consistent_graph(server, assets, db):
     assert [f.name for f in check_graph(db, "neo4j") if not f.ok] == []
 
 
-def test_kill_mid_job_then_restart_resumes_to_a_clean_graph(server, assets, direct, db):
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
+def test_a_stopped_service_resumes_its_job_to_a_clean_graph(stop, server, assets, direct, db):
     with server.client() as client:
         job = client.submit(assets["big"], batch_size=16, write_batch=16)
     deadline = time.monotonic() + 120
     while _encoded(db) < 48 and time.monotonic() < deadline:
         time.sleep(0.05)
-    server.kill()
+    if stop == "SIGKILL":
+        server.kill()
+    else:  # a graceful stop ends the job at a batch boundary, marked to resume
+        server.stop()
+        status = db.execute_query(
+            "MATCH (r:IngestRun {id: $id}) RETURN r.status AS s", id=job["id"]
+        )
+        assert status.records[0]["s"] == "interrupted"
     partial = _encoded(db)
     assert 0 < partial < N
+    assert any((server.state / "uploads").iterdir())  # kept until the job ends
     server.start()
     with server.client() as client:
         end = _wait(client, job["id"], ("finished", "failed", "cancelled"))
