@@ -1,0 +1,137 @@
+"""Concept F1 throughput: one sparse product over threshold bins versus a per-feature loop.
+
+Input: the 23,048 shared cisplatin windows (../shared/data/cisplatin/loci.tsv), tokenised as
+NT v2 does (100 bp → 16 six-mers + 4 single bases), and **real concept masks**: every RefSeq
+functional element name of ../shared/data/annotations/refseq_functional_elements.GRCh38.bed
+overlapping the windows, and every JASPAR CORE vertebrate motif (pyjaspar's bundled release)
+found by `hsg.regions.motifs.MotifScanner` at p ≤ 1e-4 — the concepts `hsg concepts --bed …
+--jaspar` scores. The **activations are synthetic** (no trained SAE on real NT weights ships
+with hsg): --features latents, --active per token (TopK-like), feature popularity Zipf-like
+(a few features fire often, most rarely, as in trained SAEs), gamma-distributed values.
+
+* vectorised: `hsg.concepts.f1.concept_f1` — both splits, threshold choice, test scores;
+* loop: `split_counts_loop` — per feature and threshold, the tokens above it index the label
+  matrix (sparse row sums over concepts). It is timed on --loop-features features of both
+  splits and scaled to all features (its cost is linear in them); its counts are compared
+  with the vectorised ones on those features before any number is printed.
+
+    .venv/bin/python benchmarks/bench_concepts.py
+    .venv/bin/python benchmarks/bench_concepts.py --loop-features 4096   # the whole loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--loci", type=Path, default=SHARED / "cisplatin" / "loci.tsv")
+    ap.add_argument(
+        "--bed", type=Path, default=SHARED / "annotations" / "refseq_functional_elements.GRCh38.bed"
+    )
+    ap.add_argument("--no-jaspar", action="store_true", help="RefSeq concepts only")
+    ap.add_argument("--features", type=int, default=4096)
+    ap.add_argument("--active", type=int, default=32, help="active latents per token")
+    ap.add_argument("--loop-features", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, help="write the numbers here too")
+    args = ap.parse_args(argv)  # fmt: skip
+
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from hsg.concepts.data import TokenActivations, split_rows, token_index
+    from hsg.concepts.f1 import ConceptConfig, concept_f1, split_counts, split_counts_loop
+    from hsg.concepts.run import Inputs, add_bed, add_jaspar
+
+    if not args.loci.is_file():
+        print(f"no {args.loci}: the shared data is needed", file=sys.stderr)
+        return 2
+    t = time.perf_counter()
+    loci = pd.read_csv(args.loci, sep="\t")
+    index = token_index(loci["id"].tolist(), loci["sequence"].tolist())
+    n = index.n_tokens
+    print(f"{len(loci)} windows, {n} tokens (tokenised in {time.perf_counter() - t:.1f} s)")
+
+    rng = np.random.default_rng(args.seed)
+    popularity = 1.0 / np.arange(1, args.features + 1) ** 0.8
+    popularity /= popularity.sum()
+    # popular features more often: draw with replacement from the popularity, then keep
+    # one of each (feature, token) pair (a few tokens get slightly fewer than --active)
+    cdf = np.cumsum(popularity)
+    cols = np.minimum(np.searchsorted(cdf, rng.random((n, args.active))), args.features - 1)
+    cols.sort(axis=1)
+    dup = np.zeros_like(cols, dtype=bool)
+    dup[:, 1:] = cols[:, 1:] == cols[:, :-1]
+    values = rng.standard_gamma(2.0, size=cols.shape).astype(np.float32)
+    rows = np.repeat(np.arange(n), args.active).reshape(n, args.active)
+    keep = ~dup
+    matrix = sp.csr_matrix((values[keep], (rows[keep], cols[keep])), shape=(n, args.features))
+    acts = TokenActivations(index, matrix, [f"f{i}" for i in range(args.features)])
+    coords = [{"chrom": c, "start": int(s), "end": int(e), "strand": st}
+              for c, s, e, st in zip(loci["chrom"], loci["start"], loci["end"], loci["strand"],
+                                     strict=True)]  # fmt: skip
+    inputs = Inputs(acts, coordinates=coords)
+    t = time.perf_counter()
+    n_bed = add_bed(inputs, args.bed)
+    print(f"RefSeq: {n_bed} element overlaps ({time.perf_counter() - t:.1f} s)")
+    if not args.no_jaspar:
+        t = time.perf_counter()
+        n_motif = add_jaspar(inputs)
+        print(f"JASPAR: {n_motif} motif hits ({time.perf_counter() - t:.1f} s)")
+    labels = inputs.labels()
+    kinds = pd.Series([c.kind for c in labels.concepts]).value_counts().to_dict()
+    print(f"{len(labels.concepts)} concepts {kinds}, {labels.matrix.nnz} labelled token pairs; "
+          f"{matrix.nnz} activations (≤ {args.active}/token, synthetic)")  # fmt: skip
+
+    config = ConceptConfig()
+    t = time.perf_counter()
+    result = concept_f1(acts, labels, config)
+    vec = time.perf_counter() - t
+    print(f"vectorised: {vec:.2f} s for {args.features} features × {len(labels.concepts)} "
+          f"concepts × {len(config.thresholds)} thresholds, both splits")  # fmt: skip
+
+    m = min(args.loop_features, args.features)
+    parts = split_rows(index, config.select_fraction, config.seed)
+    sub = matrix[:, :m]
+    loop = 0.0
+    for name in ("select", "test"):
+        r = parts[name]
+        fmax = result.feature_max[:m]
+        t = time.perf_counter()
+        slow = split_counts_loop(sub[r], labels.matrix[r], fmax, config.thresholds)
+        loop += time.perf_counter() - t
+        fast = split_counts(sub[r], labels.matrix[r], fmax, config.thresholds)
+        if not (np.array_equal(slow.tp, fast.tp) and np.array_equal(slow.predicted,
+                                                                    fast.predicted)):  # fmt: skip
+            print(f"MISMATCH between the loop and the sparse product on {name}", file=sys.stderr)
+            return 1
+    loop_all = loop * args.features / m
+    scaled = (
+        "" if m == args.features else f" (measured on {m} features, scaled ×{args.features / m:g})"
+    )
+    print(f"loop:       {loop_all:.1f} s{scaled}; counts equal")
+    print(f"speed-up:   {loop_all / vec:.0f}×")
+    cpus = os.cpu_count()
+    print(f"machine: {cpus} CPUs, shared with other jobs while measured")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "windows": len(loci), "tokens": n, "features": args.features,
+            "concepts": len(labels.concepts), "activations": int(matrix.nnz),
+            "vectorised_s": vec, "loop_s": loop_all, "loop_features_measured": m,
+            "speedup": loop_all / vec}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
