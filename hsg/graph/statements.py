@@ -70,6 +70,14 @@ MATCH (s:Sequence {id: id})-[:ENCODED_BY]->(:SAE {id: $sae_id})
 RETURN s.id AS id
 """
 
+# Every sequence this SAE has encoded, read once when a run starts (see
+# GraphWriter.encoded_snapshot); LIMIT lets the caller fall back to ENCODED_IDS per batch.
+ALL_ENCODED_IDS = """
+MATCH (:SAE {id: $sae_id})<-[:ENCODED_BY]-(s:Sequence)
+RETURN s.id AS id
+LIMIT $limit
+"""
+
 MERGE_SEQUENCES = """
 UNWIND $rows AS row
 MERGE (s:Sequence {id: row.id})

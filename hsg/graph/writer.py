@@ -118,6 +118,29 @@ class GraphWriter:
         records = self._read(q.ENCODED_IDS, ids=list(ids), sae_id=self.sae_id)
         return {r["id"] for r in records}
 
+    def encoded_snapshot(self, limit: int = 2_000_000) -> set[str] | None:
+        """Every sequence this SAE has already encoded, in one query, or None when there
+        are more than `limit` of them (ask `encoded_ids` per batch then, to bound memory).
+
+        An ingest reads this once instead of asking per batch. A run that starts while
+        another is writing may then encode a sequence the other stores meanwhile; the
+        ENCODED_BY guard of WRITE_ACTIVATIONS keeps it from being written twice, so the
+        snapshot only decides what is worth encoding, never what is stored."""
+        try:
+            ids = self.driver.execute_query(
+                q.ALL_ENCODED_IDS,
+                sae_id=self.sae_id,
+                limit=limit + 1,
+                database_=self.database,
+                routing_=neo4j.RoutingControl.READ,
+                result_transformer_=lambda result: result.value("id"),
+            )
+        except ServiceUnavailable as exc:
+            raise DatabaseError(
+                f"lost the connection to Neo4j: {exc}", connection_lost=True
+            ) from exc
+        return set(ids) if len(ids) <= limit else None
+
     def counts(self) -> dict[str, int]:
         return dict(self._read(q.COUNTS)[0])
 

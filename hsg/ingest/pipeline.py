@@ -22,6 +22,7 @@ from hsg.db.errors import DatabaseError
 from hsg.db.runs import process_marker
 from hsg.graph.writer import BackgroundWriter, GraphWriter, SequenceWrite, WriteStats
 from hsg.ingest.encode import activation_rows, encode_batch, top_features  # noqa: F401 (re-exported)
+from hsg.ingest.threads import available_cores, encoder_threads, server_is_local, set_torch_threads
 from hsg.iterutils import batched
 from hsg.regions.records import InputError, SequenceRecord
 from hsg.regions.sources import annotate_all, build_sources
@@ -50,6 +51,7 @@ class IngestConfig(JsonConfig):
     window: int | None = None
     stride: int | None = None
     device: str | None = None
+    threads: int | None = None  # the CPU encoder's torch threads; None: hsg.ingest.threads
     dry_run: bool = False
 
 
@@ -67,6 +69,7 @@ class IngestSummary:
     counts_before: dict[str, int] = field(default_factory=dict)
     counts_after: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0  # input rows repeating an earlier id (same sequence; labels merged)
+    encoder_threads: int | None = None  # torch threads while encoding
     dry_run: bool = False
 
     @property
@@ -156,6 +159,14 @@ def run_ingest(
         )
         background = BackgroundWriter(writer)
 
+    # what is already stored, read once (None: too many ids to hold; ask per batch)
+    known = writer.encoded_snapshot() if writer is not None else set()
+    threads = cfg.threads
+    if threads is None and str(getattr(encoder, "device", "cpu")).startswith("cpu"):
+        threads = encoder_threads(available_cores(), writer is not None and server_is_local(driver))
+    restore_threads = set_torch_threads(threads)
+    summary.encoder_threads = threads
+
     pending: list[SequenceWrite] = []
     seen = SeenIds()
     stats = WriteStats()
@@ -180,7 +191,10 @@ def run_ingest(
                     summary.duplicates += 1
                     if r.id not in unique:
                         repeats.setdefault(r.id, r)
-            done = writer.encoded_ids(list(unique)) if writer else set()
+            if known is not None:
+                done = {i for i in unique if i in known}
+            else:
+                done = writer.encoded_ids(list(unique))
             todo = [r for r in unique.values() if r.id not in done]
             summary.sequences_skipped += len(done)
             writes = {
@@ -218,6 +232,7 @@ def run_ingest(
             _mark_failed(writer, exc, summary, started)
         raise
     finally:
+        restore_threads()
         if background is not None:
             try:
                 background.close()
