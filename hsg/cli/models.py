@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from hsg.cli.options import device_option, model_option, reference_option
+from hsg.cli.options import device_option, dtype_option, model_option, reference_option
 from hsg.models.errors import (
     CheckpointError,
     InvalidSequenceError,
@@ -138,12 +138,7 @@ def info_cmd(model: str) -> None:
     help="Apply the final LayerNorm (HF last_hidden_state); last layer only.",
 )
 @device_option
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default=None,
-    help="[default: bf16 on GPU, fp32 on CPU]",
-)
+@dtype_option
 def embed_cmd(
     model: str,
     layer: int,

@@ -72,3 +72,25 @@ def test_every_encoding_command_checks_the_device_before_loading(tmp_path, comma
     res = CliRunner().invoke(cli, [*args, "--device", "gpu"])
     assert res.exit_code == 2, res.output
     assert "--device" in res.output and "not a torch device" in res.output
+
+
+def test_models_embed_runs_bf16_on_the_cpu(tmp_path):
+    """--dtype beside --device (issue #17): bf16 on the CPU through the oneDNN path."""
+    from hsg import api
+    from hsg.models.kernels import onednn_supported
+
+    if not onednn_supported(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("no bfloat16 oneDNN on this CPU")
+    model = api.make_tiny_model(tmp_path / "m", "v2")
+    src = tmp_path / "in.fa"
+    src.write_text(">a\nACGTACGTAACC\n>b\nTTGGCCAA\n")
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path / f"{dtype}.npy"
+        args = ["models", "embed", str(src), "--model", str(model), "--layer", "2"]
+        res = CliRunner().invoke(
+            cli, [*args, "--out", str(out), "--device", "cpu", "--dtype", dtype]
+        )
+        assert res.exit_code == 0, res.output
+        assert out.is_file()
+    bad = CliRunner().invoke(cli, ["models", "embed", str(src), "--dtype", "fp64"])
+    assert bad.exit_code == 2 and "--dtype" in bad.output
