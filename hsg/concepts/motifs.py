@@ -173,19 +173,17 @@ def align(texts: Sequence[str], max_shift: int, iterations: int) -> tuple[np.nda
 
     counts = np.zeros((frame, 4))
     counts[max_shift : max_shift + w] = x[0]  # start from the strongest seqlet
+    both = np.stack([x, rc], axis=1)  # [n, 2, W, 4]
+    shifts = frame - w + 1
     for _ in range(iterations):
         freq = (counts + _PSEUDO) / (counts.sum(axis=1, keepdims=True) + 4 * _PSEUDO)
         logodds = np.log2(freq / 0.25)
-        new = []
-        for i in range(n):
-            best = None
-            for shift in range(frame - w + 1):
-                window = logodds[shift : shift + w]
-                for strand, seq in (("+", x[i]), ("-", rc[i])):
-                    score = float((window * seq).sum())
-                    if best is None or score > best[0] + 1e-12:
-                        best = (score, shift, strand)
-            new.append((best[1], best[2]))
+        windows = np.stack([logodds[s : s + w] for s in range(shifts)])  # [shifts, W, 4]
+        scores = np.einsum("nowc,swc->nso", both, windows)  # [n, shifts, 2]
+        flat = scores.reshape(n, -1)
+        # first best placement: lowest shift, then '+' before '-', as a loop would pick
+        best = np.argmax(flat > flat.max(axis=1, keepdims=True) - 1e-9, axis=1)
+        new = [(int(b) // 2, "+" if int(b) % 2 == 0 else "-") for b in best]
         counts = counts_of(new)
         if new == place:
             break
