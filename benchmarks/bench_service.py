@@ -131,6 +131,12 @@ def main() -> None:
             wipe(driver, settings.database)
             apply_schema(driver, settings.database)
 
+        # warm the fresh server (query plans, page cache) so neither side pays for it
+        reset()
+        warm = take(args.data, 100, tmp / "warm.tsv")
+        with api.connection_for(settings) as conn:
+            api.ingest(warm, model, sae, connection=conn, device=args.device)
+
         direct_cmd = [
             sys.executable,
             "-m",
