@@ -15,6 +15,7 @@ parameters is refused (its manifest differs) before anything is written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -200,14 +201,12 @@ def start_ray(options: RayOptions) -> bool:
 
     if ray.is_initialized():
         return False
+    # the library reports through callbacks: Ray's own INFO lines stay out of the terminal
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if options.address:
-        ray.init(address=options.address, log_to_driver=False)
+        ray.init(address=options.address, **quiet)
     else:
-        ray.init(
-            num_cpus=options.num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        ray.init(num_cpus=options.num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     return True
 
 
@@ -252,6 +251,7 @@ def encode_to_shards(
     summary = ShardSummary(directory=str(out), shards=len(shards), duplicates=duplicates)
     started_ray = start_ray(options)
     try:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
