@@ -82,7 +82,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     xf = x.float()
     half = xf.shape[-1] // 2
     rotated = torch.cat((-xf[..., half:], xf[..., :half]), dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
+    out = xf * cos
+    out += rotated.mul_(sin)  # in place on temporaries: the same operations, fewer buffers
+    return out.to(x.dtype)
+
+
+def add_linear(residual: torch.Tensor, linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``residual + linear(x)``, with the addition fused into the product when the layer
+    offers it (`hsg.models.kernels.OneDNNLinear.add_to`)."""
+    fused = getattr(linear, "add_to", None)
+    return fused(x, residual) if fused is not None else residual + linear(x)
 
 
 class SelfAttention(nn.Module):
@@ -94,7 +103,9 @@ class SelfAttention(nn.Module):
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
-        # set by hsg.models.kernels.use_onednn: q, k, v in one product (not a parameter)
+        self.query_scale = self.head_dim**-0.5
+        # set by hsg.models.kernels.use_onednn: q, k, v in one product, the queries already
+        # scaled (not a parameter)
         self.fused_qkv = None
 
     def forward(
@@ -112,7 +123,7 @@ class SelfAttention(nn.Module):
             q, k, v = (heads(y) for y in self.fused_qkv(x))
         else:
             q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-        q = q * self.head_dim**-0.5
+            q = q * self.query_scale
         if rotary is not None:
             q = apply_rotary(q, *rotary)
             k = apply_rotary(k, *rotary)
@@ -140,7 +151,7 @@ class Attention(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, h, key_mask, rotary):
-        return h + self.output.dense(self.self(self.LayerNorm(h), key_mask, rotary))
+        return add_linear(h, self.output.dense, self.self(self.LayerNorm(h), key_mask, rotary))
 
 
 class Intermediate(nn.Module):
@@ -149,8 +160,11 @@ class Intermediate(nn.Module):
         self.glu = config.ffn == "swiglu"
         width = config.intermediate_size * (2 if self.glu else 1)
         self.dense = nn.Linear(config.hidden_size, width, bias=config.ffn_bias)
+        self.fused_swiglu = None  # set by hsg.models.kernels.use_onednn (not a parameter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_swiglu is not None:
+            return self.fused_swiglu(x)
         x = self.dense(x)
         if self.glu:
             gate, value = x.chunk(2, dim=-1)
@@ -174,7 +188,7 @@ class Layer(nn.Module):
 
     def forward(self, h, key_mask, rotary):
         a = self.attention(h, key_mask, rotary)
-        return a + self.output.dense(self.intermediate(self.LayerNorm(a)))
+        return add_linear(a, self.output.dense, self.intermediate(self.LayerNorm(a)))
 
 
 class Encoder(nn.Module):

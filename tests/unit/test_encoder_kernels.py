@@ -32,6 +32,8 @@ def test_onednn_hidden_states_equal_the_plain_path(model_dir, one_thread):
     assert plain.kernels == "plain" and fast.kernels == "onednn"
     assert any(isinstance(m, OneDNNLinear) for m in fast.model.modules())
     assert fast.model.encoder.layer[0].attention.self.fused_qkv is not None
+    if fast.version == "v2":  # SwiGLU with silu and the multiply fused into the products
+        assert fast.model.encoder.layer[0].intermediate.fused_swiglu is not None
     for layer in range(plain.num_layers + 1):
         a, b = plain.embed(SEQS, layer), fast.embed(SEQS, layer)
         assert bool(a.attention_mask.all()) is False  # padding is exercised
