@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from hsg.ingest.pipeline import IngestSummary
 
 TOKEN_ENV = "HSG_SERVICE_TOKEN"
+SUBMIT_TIMEOUT = 3600.0  # the service validates the whole input before it answers
 
 
 class ServiceError(ValueError):
@@ -122,7 +123,11 @@ class ServiceClient:
                 handles.append(fh)
                 files.append(("annotations", (Path(path).name, fh)))
             return self._call(
-                "POST", "/jobs", data={"options": json.dumps(options)}, files=files or None
+                "POST",
+                "/jobs",
+                data={"options": json.dumps(options)},
+                files=files or None,
+                timeout=SUBMIT_TIMEOUT,
             )
         finally:
             for fh in handles:
