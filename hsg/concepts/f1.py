@@ -38,7 +38,7 @@ class ConceptConfig:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     select_fraction: float = 0.5
     seed: int = 0
-    feature_block: int = 1024  # features per dense block of counts (bounds memory)
+    feature_block: int = 64  # features whose counts are accumulated together (cache-sized)
 
     def __post_init__(self) -> None:
         ts = tuple(float(t) for t in self.thresholds)
@@ -126,15 +126,13 @@ class ConceptResult:
         return frame.groupby("concept", sort=True).head(top).reset_index(drop=True)
 
 
-def _bins(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> tuple:
-    """(row, feature, bin) of every stored activation that clears at least step 0.
-
-    The bin is counted with the exact comparison ``activation > grid[k] × max`` per step, in
-    chunks: K cheap vector passes beat a binary search over unsorted keys, and there is no
-    division whose rounding could move an activation across a threshold.
-    """
-    coo = values.tocoo()
-    rows, cols, data = coo.row, coo.col, coo.data
+def _bins(values: sp.csc_matrix, feature_max: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Per stored entry of the CSC matrix, the number of steps its activation clears (0:
+    none). Exact comparisons ``activation > grid[k] × max`` per step, in chunks: K cheap
+    vector passes beat a binary search over unsorted keys, and no division can round an
+    activation across a threshold."""
+    data = values.data
+    cols = np.repeat(np.arange(values.shape[1]), np.diff(values.indptr))
     bins = np.empty(len(data), dtype=np.int8 if len(grid) < 127 else np.int16)
     chunk = 1 << 20
     for lo in range(0, len(data), chunk):
@@ -146,48 +144,58 @@ def _bins(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> t
             count += x > g * peak
         count[peak <= 0] = 0
         bins[lo:hi] = count
-    ok = bins > 0
-    return rows[ok], cols[ok], bins[ok].astype(np.int64) - 1
+    return bins
 
 
 def split_counts(
-    values: sp.csr_matrix,
-    labels: sp.csr_matrix,
+    values: sp.spmatrix,
+    labels: sp.spmatrix,
     feature_max: np.ndarray,
     grid: Sequence[float],
-    block: int = 1024,
+    block: int = 64,
 ) -> SplitCounts:
     """True positives and predictions of every (feature, step, concept) on these rows.
 
-    Only tokens inside some concept can be true positives, so the product runs over those
-    rows alone; predictions are counted over every row with one bincount.
+    ``tp = Bᵀ L`` is computed as the sparse product it is, column block by column block of
+    ``B`` (``block`` features at a time, so the dense accumulator of the block,
+    block × K × C counts, stays in cache): every stored activation of the block meets the
+    few labels of its token (a join on the token, CSC column against CSR rows of ``L``), and
+    one ``bincount`` over ``(feature·K + step)·C + concept`` adds them up. Only tokens inside
+    some concept can be true positives; predictions are one bincount per feature.
     """
     g = np.asarray(grid, dtype=np.float64)
     k = len(g)
-    n_features = values.shape[1]
+    csc = sp.csc_matrix(values)
+    n_features = csc.shape[1]
     n_concepts = labels.shape[1]
-    rows, cols, bins = _bins(values, feature_max, g)
-    predicted = np.bincount(cols * k + bins, minlength=n_features * k).reshape(n_features, k)
-    labelled = np.asarray(labels.getnnz(axis=1) > 0).ravel()
-    compact = np.cumsum(labelled) - 1  # row → its number among labelled rows
-    inside = labelled[rows]
-    rows, cols, bins = compact[rows[inside]], cols[inside], bins[inside]
-    lab_t = sp.csr_matrix(labels[labelled], dtype=np.int32).T.tocsr()  # [C, labelled rows]
+    steps = _bins(csc, feature_max, g)
+    lab = sp.csr_matrix(labels, dtype=bool)
+    per_row = np.diff(lab.indptr)
     tp = np.zeros((n_features, k, n_concepts), dtype=np.int64)
-    order = np.argsort(cols, kind="stable")
-    rows, cols, bins = rows[order], cols[order], bins[order]
+    predicted = np.zeros((n_features, k), dtype=np.int64)
     for lo in range(0, n_features, block):
         hi = min(lo + block, n_features)
-        a, b = np.searchsorted(cols, [lo, hi])
-        part = sp.csr_matrix(
-            (np.ones(b - a, dtype=np.int32), (rows[a:b], (cols[a:b] - lo) * k + bins[a:b])),
-            shape=(int(labelled.sum()), (hi - lo) * k),
+        a, b = csc.indptr[lo], csc.indptr[hi]
+        st = steps[a:b].astype(np.int64)
+        local = np.repeat(np.arange(hi - lo), np.diff(csc.indptr[lo : hi + 1]))
+        live = st > 0
+        key = local[live] * k + st[live] - 1  # (feature in block)·K + highest step cleared
+        predicted[lo:hi] = np.bincount(key, minlength=(hi - lo) * k).reshape(hi - lo, k)
+        rows = csc.indices[a:b][live]
+        reps = per_row[rows]
+        inside = reps > 0
+        rows, key, reps = rows[inside], key[inside], reps[inside]
+        total = int(reps.sum())
+        starts = np.repeat(lab.indptr[rows] - (np.cumsum(reps) - reps), reps)
+        concept = lab.indices[starts + np.arange(total)]
+        counts = np.bincount(
+            np.repeat(key, reps) * n_concepts + concept, minlength=(hi - lo) * k * n_concepts
         )
-        counts = (lab_t @ part).toarray()  # [C, (hi - lo)·K]
-        tp[lo:hi] = counts.reshape(n_concepts, hi - lo, k).transpose(1, 2, 0)
-    # "lands in bin k" → "clears step k": reverse cumulative sums over the steps
-    tp = np.flip(np.cumsum(np.flip(tp, axis=1), axis=1), axis=1)
-    predicted = np.flip(np.cumsum(np.flip(predicted, axis=1), axis=1), axis=1)
+        tp[lo:hi] = counts.reshape(hi - lo, k, n_concepts)
+    # "lands in step k" → "clears step k": reverse cumulative sums over the steps, in place
+    for step in range(k - 2, -1, -1):
+        tp[:, step] += tp[:, step + 1]
+        predicted[:, step] += predicted[:, step + 1]
     positives = np.asarray(labels.sum(axis=0)).ravel().astype(np.int64)
     return SplitCounts(tp, predicted, positives, int(values.shape[0]))
 
@@ -233,7 +241,9 @@ def concept_f1(
             config.feature_block,
         )  # fmt: skip
     sel = counts["select"]
-    _, _, f1_sel = scores(sel.tp, sel.predicted[:, :, None], sel.positives[None, None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denom = sel.predicted[:, :, None] + sel.positives[None, None, :]
+        f1_sel = np.where(denom > 0, 2.0 * sel.tp / np.maximum(denom, 1), 0.0)
     step = np.argmax(f1_sel, axis=1)  # [F, C]: first best step on select
     f_idx = np.arange(f1_sel.shape[0])[:, None]
     c_idx = np.arange(f1_sel.shape[2])[None, :]

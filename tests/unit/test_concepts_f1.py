@@ -97,7 +97,7 @@ def test_loop_baseline_counts_the_same():
     acts, labels, _ = _random_case(n_seq=12)
     grid = (0.0, 0.3, 0.6)
     fmax = np.asarray(acts.values.max(axis=0).toarray()).ravel().astype(float)
-    a = split_counts(acts.values, labels.matrix, fmax, grid, block=2)
+    a = split_counts(acts.values, labels.matrix, fmax, grid, block=4)
     b = split_counts_loop(acts.values, labels.matrix, fmax, grid)
     assert np.array_equal(a.tp, b.tp)
     assert np.array_equal(a.predicted, b.predicted)
