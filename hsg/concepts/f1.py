@@ -8,12 +8,14 @@ split, and the reported precision, recall and F1 are those of the **test** split
 threshold. Nothing measured on the test split chooses anything.
 
 Why sparse products and bins: for one split, let ``bin(i, f)`` be the highest grid step the
-activation of feature ``f`` at token ``i`` clears. One CSR matrix ``B`` [tokens, features ×
-steps] holds a 1 at ``(i, f·K + bin)``; then ``Bᵀ L`` (``L`` the token × concept labels) counts,
+activation of feature ``f`` at token ``i`` clears. The sparse matrix ``B`` [tokens, features ×
+steps] has a 1 at ``(i, f·K + bin)``; then ``Bᵀ L`` (``L`` the token × concept labels) counts,
 for every feature, step and concept, the true tokens whose activation lands in that bin, and
-a reverse cumulative sum over the steps turns "lands in bin k" into "clears step k". One
-sparse product replaces the K × features × concepts loop, and the work is proportional to
-the stored activations, not to tokens × features.
+a reverse cumulative sum over the steps turns "lands in bin k" into "clears step k". The
+product is computed feature block by feature block as a join of each stored activation with
+its token's labels and one bincount into a cache-sized dense accumulator (`split_counts`):
+the work is one operation per (activation, label of its token) pair — not per threshold, not
+per token × feature, and with no Python loop over features or pairs.
 """
 
 from __future__ import annotations
