@@ -1,6 +1,7 @@
 """Ingestion throughput: the Neo4j writer alone, end to end, and the original baseline.
 
     python benchmarks/bench_ingest.py [--data ../shared/data/cisplatin/loci.tsv] [--limit N]
+    python benchmarks/bench_ingest.py --before-after [--warm-rounds 2]
 
 All three parts build the same graph from the same windows in one run:
   * writer   — GraphWriter on precomputed activation rows, at several transaction sizes;
@@ -18,6 +19,7 @@ import argparse
 import json
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import threading
@@ -35,6 +37,7 @@ from _server import bench_database, wipe  # noqa: E402
 from hsg.db.schema import apply_schema  # noqa: E402
 from hsg.graph.writer import GraphWriter, SequenceWrite  # noqa: E402
 from hsg.ingest.pipeline import IngestConfig, run_ingest, sequence_props  # noqa: E402
+from hsg.ingest.threads import available_cores  # noqa: E402
 from hsg.regions.readers import read_records  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +188,109 @@ def bench_end_to_end(driver, settings, data: Path, limit: int, work: Path) -> li
     return results
 
 
+def _bench_pair(work: Path):
+    from hsg.models.encoder import load_encoder
+    from hsg.models.tiny import make_tiny
+    from hsg.sae.config import SAEConfig
+    from hsg.sae.model import SparseAutoencoder
+
+    if not (work / "model").exists():
+        make_tiny(work / "model", "v2", seed=0)
+    encoder = load_encoder(work / "model", device="cpu")
+    torch.manual_seed(0)
+    cfg = SAEConfig(d_in=encoder.hidden_size, d_sae=256, model_id=encoder.model_id, layer=1)
+    return encoder, SparseAutoencoder(cfg)
+
+
+def _ingest_once(driver, settings, data, limit, work, encoder, sae, mode: str) -> dict:
+    """One `run_ingest` of the first `limit` windows in `mode`:
+    "before" — torch on every core and one "already encoded?" query per batch, as before
+    issue #17; "after" — the defaults now (threads from hsg.ingest.threads, one query)."""
+    icfg = IngestConfig(
+        input=str(data), model=str(work / "model"), sae="bench", top_k=1, batch_size=128,
+        write_batch=1024, threads=available_cores() if mode == "before" else None,
+    )  # fmt: skip
+    snapshot = GraphWriter.encoded_snapshot
+    if mode == "before":
+        GraphWriter.encoded_snapshot = lambda self, limit=0: None  # per-batch queries
+    try:
+        summary = run_ingest(icfg, islice(read_records(data), limit), encoder, sae,
+                             driver=driver, database=settings.database)  # fmt: skip
+    finally:
+        GraphWriter.encoded_snapshot = snapshot
+    return {
+        "mode": mode,
+        "seconds": round(summary.seconds, 2),
+        "encoded": summary.sequences_encoded,
+        "threads": summary.encoder_threads,
+        "sequences_per_s": round(summary.sequences_per_second, 1),
+        "relationships_per_s": round(summary.relationships_per_second),
+        "activates_per_s": round(summary.activations / summary.seconds),
+    }
+
+
+def bench_before_after(data: Path, limit: int, work: Path, warm_rounds: int) -> dict:
+    """`run_ingest` before and after issue #17's changes, in one run, interleaved: cold (the
+    first ingest after the server starts, each mode on its own fresh start), then warm
+    (alternating, the database emptied before each), then a re-run over a full graph (all
+    already stored: what resuming costs)."""
+    from _server import BENCH_BOLT, BENCH_HOME, BENCH_HTTP
+
+    from hsg.db import server
+    from hsg.db.connection import open_driver
+    from hsg.db.settings import ConnectionSettings
+
+    cfg = server.ServerConfig(home=BENCH_HOME, bolt_port=BENCH_BOLT, http_port=BENCH_HTTP,
+                              heap="2g", pagecache="1g")  # fmt: skip
+    encoder, sae = _bench_pair(work)
+    rows: dict[str, list[dict]] = {"cold": [], "warm": [], "rerun": []}
+
+    def fresh(restart: bool):
+        if restart:
+            server.stop(cfg, log=lambda m: None)
+            server.start(cfg, log=lambda m: None)
+        settings = ConnectionSettings.from_env(uri=cfg.bolt_uri, home=cfg.home, user="neo4j")
+        driver = open_driver(settings)
+        wipe(driver, settings.database)
+        apply_schema(driver, settings.database)
+        return driver, settings
+
+    for mode in ("before", "after"):
+        driver, settings = fresh(restart=True)
+        rows["cold"].append(_ingest_once(driver, settings, data, limit, work, encoder, sae, mode))
+        driver.close()
+    driver, settings = fresh(restart=False)
+    for i in range(warm_rounds):
+        for mode in ("before", "after") if i % 2 == 0 else ("after", "before"):
+            wipe(driver, settings.database)
+            apply_schema(driver, settings.database)
+            rows["warm"].append(_ingest_once(driver, settings, data, limit, work, encoder, sae,
+                                             mode))  # fmt: skip
+    for mode in ("before", "after"):  # the graph is full: every window already stored
+        rows["rerun"].append(_ingest_once(driver, settings, data, limit, work, encoder, sae, mode))
+    driver.close()
+    out: dict = {"rows": rows}
+    for phase, phase_rows in rows.items():
+        med = {}
+        for mode in ("before", "after"):
+            mine = [r for r in phase_rows if r["mode"] == mode]
+            med[mode] = {k: statistics.median(r[k] for r in mine)
+                         for k in ("seconds", "sequences_per_s", "relationships_per_s",
+                                   "activates_per_s")}  # fmt: skip
+            med[mode]["threads"] = mine[0]["threads"]
+        med["speedup"] = round(med["before"]["seconds"] / med["after"]["seconds"], 2)
+        out[phase] = med
+        print(
+            f"  {phase:5s}: before {med['before']['sequences_per_s']:7,.0f} seq/s "
+            f"{med['before']['relationships_per_s']:8,.0f} rel/s "
+            f"({med['before']['threads']} threads), after "
+            f"{med['after']['sequences_per_s']:7,.0f} seq/s "
+            f"{med['after']['relationships_per_s']:8,.0f} rel/s "
+            f"({med['after']['threads']} threads): {med['speedup']:.2f}×"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -192,9 +298,25 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=256)
     parser.add_argument("--batch-sizes", default="256,1024,4096")
     parser.add_argument("--out", type=Path, default=None, help="Write results as JSON here.")
+    parser.add_argument(
+        "--before-after",
+        action="store_true",
+        help="only compare ingest before/after issue #17, cold and warm",
+    )
+    parser.add_argument("--warm-rounds", type=int, default=2)
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data} (pass --data)")
+    if args.before_after:
+        limit = args.limit or sum(1 for _ in read_records(args.data))
+        print(f"{limit} windows from {args.data}, {available_cores()} cores")
+        with tempfile.TemporaryDirectory() as tmp:
+            report = bench_before_after(args.data, limit, Path(tmp), args.warm_rounds)
+        report["sequences"], report["cores"] = limit, available_cores()
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2))
+        print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=2))
+        return
     torch.set_num_threads(max(1, (psutil.cpu_count() or 2) - 1))
     limit = args.limit or sum(1 for _ in read_records(args.data))
     report: dict = {"sequences": limit, "machine": {"cpus": psutil.cpu_count()}}
