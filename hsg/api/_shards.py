@@ -16,7 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hsg.api._load import Connection, PathLike, connect, iter_regions, load_encoder, load_sae
+from hsg.api._load import (
+    Connection,
+    PathLike,
+    connect,
+    connection_for,
+    iter_regions,
+    load_encoder,
+    load_sae,
+)
 
 if TYPE_CHECKING:
     from hsg.db.server import ServerConfig
@@ -173,7 +181,8 @@ def load_shards(
     server ``server`` (default: `ServerConfig.from_env()`), which is stopped for the import
     and started again; an existing database with nodes is replaced only with ``overwrite``.
     The schema is applied afterwards. CSV files go to ``work_dir`` (default: a temporary
-    folder beside the shards, removed afterwards)."""
+    folder beside the shards, removed afterwards). After a bulk load, open a new connection:
+    a driver used before it holds bookmarks of the replaced store."""
     from hsg.shards.reader import ShardSet
 
     if mode not in ("online", "bulk"):
@@ -260,7 +269,14 @@ def _load_bulk(shard_set, connection, overwrite, server_cfg, database, work_dir,
             )  # fmt: skip
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        conn = connection or connect(home=cfg.home, bolt_port=cfg.bolt_port, database=database)
+        # a fresh driver: an earlier one holds bookmarks of the replaced store, which the
+        # new store (with fewer transactions) would wait for until it times out
+        conn = (
+            connection_for(connection.settings)
+            if connection is not None
+            else connect(home=cfg.home, bolt_port=cfg.bolt_port, database=database)
+        )
+        own = True
         finish_import(conn.driver, database)
         summary.seconds = time.perf_counter() - started
         summary.shards = m.shards
