@@ -291,6 +291,46 @@ def bench_before_after(data: Path, limit: int, work: Path, warm_rounds: int) -> 
     return out
 
 
+def bench_has_feature_cost(data: Path, limit: int, d_sae: int, rounds: int) -> dict:
+    """What writing HAS_FEATURE beside ACTIVATES costs the writer: WRITE_ACTIVATIONS as it
+    is against the same statement without its two HAS_FEATURE lines, alternating, the
+    database emptied before each, on the shared windows' shape (20 tokens, top-1)."""
+    from hsg.graph import statements as q
+
+    with_pairs = q.WRITE_ACTIVATIONS
+    lines = with_pairs.splitlines()
+    without = "\n".join(line for line in lines if "peak" not in line)
+    assert without != with_pairs and "HAS_FEATURE" not in without
+    writes = synthetic_writes(islice(read_records(data), limit), d_sae, 20)
+    rels = sum(len(w.activations) for w in writes)
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    with bench_database() as (driver, settings):
+        for i in range(rounds):
+            for name in ("without", "with") if i % 2 == 0 else ("with", "without"):
+                wipe(driver, settings.database)
+                apply_schema(driver, settings.database)
+                q.WRITE_ACTIVATIONS = with_pairs if name == "with" else without
+                try:
+                    writer = GraphWriter(driver, settings.database, "bench/sae", "cost")
+                    writer.register({"id": "bench"}, {"id": "bench/sae", "layer": 1}, d_sae,
+                                    {"id": "cost"})  # fmt: skip
+                    start = time.perf_counter()
+                    for j in range(0, len(writes), 1024):
+                        writer.write_batch(writes[j : j + 1024])
+                    times[name].append(time.perf_counter() - start)
+                finally:
+                    q.WRITE_ACTIVATIONS = with_pairs
+    out = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    out["activates_per_s_without"] = round(rels / out["without"])
+    out["activates_per_s_with"] = round(rels / out["with"])
+    out["cost"] = round(out["with"] / out["without"], 2)
+    print(
+        f"  writer, {rels:,} ACTIVATES, median of {rounds}: without HAS_FEATURE "
+        f"{out['without']:.2f} s, with {out['with']:.2f} s ({out['cost']:.2f}× the time)"
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -304,9 +344,21 @@ def main() -> None:
         help="only compare ingest before/after issue #17, cold and warm",
     )
     parser.add_argument("--warm-rounds", type=int, default=2)
+    parser.add_argument(
+        "--has-feature-cost",
+        action="store_true",
+        help="only measure what writing HAS_FEATURE costs the writer",
+    )
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data} (pass --data)")
+    if args.has_feature_cost:
+        limit = args.limit or sum(1 for _ in read_records(args.data))
+        report = bench_has_feature_cost(args.data, limit, args.d_sae, 2 * args.warm_rounds)
+        print(json.dumps(report, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=2))
+        return
     if args.before_after:
         limit = args.limit or sum(1 for _ in read_records(args.data))
         print(f"{limit} windows from {args.data}, {available_cores()} cores")
