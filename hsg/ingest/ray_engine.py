@@ -163,7 +163,10 @@ class ShardEncoder:
 
 
 def _validate_batch(batch: dict[str, Any], tokenizer, model_id: str, source: str):
-    """A Ray Data task: every sequence of these shards tokenizes (fits the model)."""
+    """A Ray Data task: every sequence of these shards tokenizes (fits the model).
+
+    A problem comes back as data (the `error` column), not as an exception: Ray wraps task
+    exceptions in its own, and the driver raises the user's `InputError` itself."""
     from hsg.models.errors import SequenceTooLongError
 
     n = 0
@@ -175,12 +178,12 @@ def _validate_batch(batch: dict[str, Any], tokenizer, model_id: str, source: str
                 tokenizer.encode(row["sequence"], name=row["id"])
             except SequenceTooLongError as exc:
                 most = 6 * (tokenizer.max_tokens - 1)
-                raise InputError(
+                return {"n": [n], "error": [
                     f"{source}: sequence {row['id']!r} is too long for {model_id} ({exc}); "
-                    f"tile it into windows with --window SIZE [--stride S], SIZE at most about "
-                    f"{most} bases for this model"
-                ) from exc
-    return {"n": [n]}
+                    f"tile it into windows with --window SIZE [--stride S], SIZE at most "
+                    f"about {most} bases for this model"
+                ]}  # fmt: skip
+    return {"n": [n], "error": [""]}
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
@@ -270,6 +273,8 @@ def encode_to_shards(
             )
             try:
                 for row in validation.iter_rows():
+                    if row["error"]:
+                        raise InputError(row["error"])
                     if progress is not None:
                         progress("validating", int(row["n"]), None)
             except Exception as exc:  # noqa: BLE001 - Ray wraps the task's own error
