@@ -102,7 +102,8 @@ def concepts(
     sequences' annotations in the graph (OVERLAPS, HAS_MOTIF), plus each ``bed`` file and a
     JASPAR scan when asked. The threshold of each pair and the ranking of features per
     concept use the *select* split; the reported scores are the *test* split's. With
-    ``write_graph`` the ``top`` features of each concept replace the SAE's DETECTS.
+    ``write_graph`` the ``top`` features of each concept (test F1 above ``min_f1``) replace
+    the SAE's DETECTS.
     """
     from hsg.concepts.f1 import DEFAULT_THRESHOLDS, ConceptConfig
     from hsg.concepts.run import ConceptError, add_bed, add_jaspar, detects_rows, run_concepts

@@ -122,7 +122,8 @@ def concepts(settings, sae, regions, model, sae_dir, device, allow_model_mismatc
             allow_model_mismatch=allow_model_mismatch,
             log=_log,
         )
-    for row in result.best.groupby("concept", sort=True).head(1).head(20).itertuples():
+    best = result.best.groupby("concept", sort=True).head(1)
+    for row in best.sort_values("f1", ascending=False).head(20).itertuples():
         click.echo(f"{row.concept}\t{row.feature}\tF1 {row.f1:.3f}\t(select {row.select_f1:.3f})")
     click.echo(json.dumps(result.summary(), indent=2))
 

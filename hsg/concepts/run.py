@@ -248,7 +248,7 @@ def run_concepts(
     result = concept_f1(inputs.activations, labels, config, progress=log)
     table = result.table()
     best = table.groupby("concept", sort=True).head(top)
-    best = best[best["f1"] >= min_f1].reset_index(drop=True)
+    best = best[best["f1"] > min_f1].reset_index(drop=True)  # an F1 of 0 detects nothing
     run = ConceptRun(uuid.uuid4().hex[:12], inputs.sae, result, table, best)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
