@@ -297,7 +297,9 @@ def save_logo(motif: FeatureMotif, path: str | Path, title: str | None = None) -
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    freq = pd.DataFrame(motif.pwm, columns=list(BASES))
+    pwm = np.asarray(motif.pwm, dtype=np.float64)
+    pwm = pwm / pwm.sum(axis=1, keepdims=True)  # rounded PWMs (the graph's JSON) sum to ≈ 1
+    freq = pd.DataFrame(pwm, columns=list(BASES))
     info = logomaker.transform_matrix(freq, from_type="probability", to_type="information")
     fig, ax = plt.subplots(figsize=(max(2.5, 0.4 * len(freq)), 1.8))
     try:
