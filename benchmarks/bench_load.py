@@ -92,7 +92,14 @@ def main() -> None:
                               pagecache=args.pagecache)  # fmt: skip
     server.start(cfg, log=lambda _m: None)
     settings = ConnectionSettings(cfg.bolt_uri, "neo4j", read_password_file(cfg.home))
-    results: list[tuple[str, int, float]] = []
+    class Results(list):  # each measurement printed as it is made: a long run shows progress
+        def append(self, item) -> None:
+            super().append(item)
+            name, rels, sec = item
+            print(f"  {name}: {rels} relationships in {sec:.1f} s ({rels / sec:.0f}/s)",
+                  flush=True)  # fmt: skip
+
+    results = Results()
     try:
         with api.connection_for(settings) as graph:
 
