@@ -50,9 +50,19 @@ def _inputs(
     device: str | None,
     allow_model_mismatch: bool,
     log: Log | None,
+    shards: PathLike | None = None,
 ) -> Inputs:
-    from hsg.concepts.run import ConceptError, inputs_from_encoding, inputs_from_graph
+    from hsg.concepts.run import (
+        ConceptError,
+        inputs_from_encoding,
+        inputs_from_graph,
+        inputs_from_shards,
+    )
 
+    if shards is not None:
+        if regions is not None:
+            raise ConceptError("give shards or regions (a fresh encoding), not both")
+        return inputs_from_shards(shards, log=log)
     fresh = [regions is not None, model is not None, sae_dir is not None]
     if any(fresh) and not all(fresh):
         raise ConceptError("a fresh encoding needs all of regions, model and sae_dir")
@@ -91,6 +101,7 @@ def concepts(
     regions: PathLike | None = None,
     model: PathLike | None = None,
     sae_dir: PathLike | None = None,
+    shards: PathLike | None = None,
     device: str | None = None,
     allow_model_mismatch: bool = False,
     log: Log | None = None,
@@ -98,7 +109,8 @@ def concepts(
     """Token-level precision, recall and F1 of every feature against every concept.
 
     Activations come from the graph's ACTIVATES of ``sae`` (default: the graph's only SAE),
-    or from a fresh encoding of ``regions`` with ``model`` and ``sae_dir``. Concepts are the
+    from the activation ``shards`` of the Ray engine (with their annotations), or from a
+    fresh encoding of ``regions`` with ``model`` and ``sae_dir``. Concepts are the
     sequences' annotations in the graph (OVERLAPS, HAS_MOTIF), plus each ``bed`` file and a
     JASPAR scan when asked. The threshold of each pair and the ranking of features per
     concept use the *select* split; the reported scores are the *test* split's. With
@@ -118,10 +130,12 @@ def concepts(
         raise ConceptError(str(exc)) from exc
     if top < 1:
         raise ConceptError("top must be at least 1")
-    from_graph = regions is None
+    from_graph = regions is None and shards is None
     use_graph = from_graph or (write_graph and connection is not None)
     with _maybe_graph(connection, use_graph) as conn:
-        inputs = _inputs(conn, sae, regions, model, sae_dir, device, allow_model_mismatch, log)
+        inputs = _inputs(
+            conn, sae, regions, model, sae_dir, device, allow_model_mismatch, log, shards
+        )
         if not graph_annotations:
             inputs.intervals.clear()
         for path in bed:
@@ -176,6 +190,7 @@ def motifs(
     regions: PathLike | None = None,
     model: PathLike | None = None,
     sae_dir: PathLike | None = None,
+    shards: PathLike | None = None,
     device: str | None = None,
     allow_model_mismatch: bool = False,
     log: Log | None = None,
@@ -201,9 +216,11 @@ def motifs(
     wanted = list(features or [])
     if targets is not None:
         wanted += targets_features(targets)
-    use_graph = regions is None or (write_graph and connection is not None)
+    use_graph = (regions is None and shards is None) or (write_graph and connection is not None)
     with _maybe_graph(connection, use_graph) as conn:
-        inputs = _inputs(conn, sae, regions, model, sae_dir, device, allow_model_mismatch, log)
+        inputs = _inputs(
+            conn, sae, regions, model, sae_dir, device, allow_model_mismatch, log, shards
+        )
         columns = select_features(inputs.activations, wanted, min_activations)
         if not columns:
             raise ConceptError(

@@ -35,6 +35,7 @@ def _fresh_options(func):
     func = click.option("--device", help="Torch device for a fresh encoding [default: cpu].")(func)
     func = click.option("--sae-dir", type=click.Path(exists=True, file_okay=False), help="SAE directory for a fresh encoding (with --regions, --model).")(func)  # fmt: skip
     func = click.option("--model", type=click.Path(exists=True, file_okay=False), help="Model directory for a fresh encoding (with --regions, --sae-dir).")(func)  # fmt: skip
+    func = click.option("--shards", type=click.Path(exists=True, file_okay=False), help="Read activations and annotations from an activation shard set (hsg ingest --engine ray --shards) instead of the graph.")(func)  # fmt: skip
     func = click.option("--regions", type=click.Path(exists=True, dir_okay=False), help="Encode these regions afresh instead of reading ACTIVATES from the graph.")(func)  # fmt: skip
     return click.option("--sae-id", "sae", help="SAE in the graph [default: the graph's only SAE].")(func)  # fmt: skip
 
@@ -92,7 +93,7 @@ def _fresh_options(func):
 )
 @click.option("--no-plot", is_flag=True, help="Skip the summary plot.")
 @click.option("--no-write-graph", is_flag=True, help="Do not replace DETECTS in the graph.")
-def concepts(settings, sae, regions, model, sae_dir, device, allow_model_mismatch, bed, jaspar, jaspar_pvalue, no_graph_annotations, thresholds, select_fraction, seed, top, min_f1, out, no_plot, no_write_graph) -> None:  # fmt: skip
+def concepts(settings, sae, shards, regions, model, sae_dir, device, allow_model_mismatch, bed, jaspar, jaspar_pvalue, no_graph_annotations, thresholds, select_fraction, seed, top, min_f1, out, no_plot, no_write_graph) -> None:  # fmt: skip
     """Token-level precision/recall/F1 of every feature against every annotation concept.
 
     Thresholds are chosen on a select split of the sequences; scores are the test split's.
@@ -116,6 +117,7 @@ def concepts(settings, sae, regions, model, sae_dir, device, allow_model_mismatc
             plot=not no_plot,
             write_graph=not no_write_graph,
             regions=regions,
+            shards=shards,
             model=model,
             sae_dir=sae_dir,
             device=device,
@@ -167,7 +169,7 @@ def concepts(settings, sae, regions, model, sae_dir, device, allow_model_mismatc
 )
 @click.option("--no-logos", is_flag=True, help="Skip the PNG logos.")
 @click.option("--no-write-graph", is_flag=True, help="Do not replace RESEMBLES in the graph.")
-def motifs(settings, sae, regions, model, sae_dir, device, allow_model_mismatch, targets, features, min_activations, seqlets, flank, max_qvalue, release, out, no_logos, no_write_graph) -> None:  # fmt: skip
+def motifs(settings, sae, shards, regions, model, sae_dir, device, allow_model_mismatch, targets, features, min_activations, seqlets, flank, max_qvalue, release, out, no_logos, no_write_graph) -> None:  # fmt: skip
     """Seqlets of each feature → PWM → Tomtom against JASPAR CORE; logos and RESEMBLES."""
     from hsg.api import motifs as run
 
@@ -186,6 +188,7 @@ def motifs(settings, sae, regions, model, sae_dir, device, allow_model_mismatch,
             logos=not no_logos,
             write_graph=not no_write_graph,
             regions=regions,
+            shards=shards,
             model=model,
             sae_dir=sae_dir,
             device=device,

@@ -136,6 +136,44 @@ def inputs_from_graph(
     return inputs
 
 
+def inputs_from_shards(directory: str | Path, log: Log | None = None) -> Inputs:
+    """Activations and annotations from the activation shards of the Ray engine
+    (`hsg.shards`, issue #16): the same rows `hsg load` would write to the graph, read
+    without a database. The set is validated first (complete, one format, one manifest)."""
+    from hsg.shards.reader import ShardSet
+
+    shards = ShardSet(directory)
+    totals = shards.validate(check_hashes=False)
+    sae = str(shards.manifest.sae["id"])
+    d_sae = int(shards.manifest.sae["d_sae"])
+    seqs: list[dict[str, Any]] = []
+    acts: list[tuple[str, int, int, float]] = []
+    hits: list[dict[str, Any]] = []
+    for i in range(shards.manifest.shards):
+        shard = shards.read(i)
+        seqs += [r for r in shard.sequences.to_pylist() if r["encoded"]]
+        a = shard.activations.to_pydict()
+        acts += list(zip(a["sequence_id"], a["position"], a["feature"], a["activation"],
+                         strict=True))  # fmt: skip
+        hits += [{"id": r["sequence_id"], "annotation": r["annotation_id"], "kind": r["kind"],
+                  "name": r["name"], "start": r["start"], "end": r["end"]}
+                 for r in shard.annotations.to_pylist()]  # fmt: skip
+    if not seqs:
+        raise ConceptError(f"{directory}: the shard set holds no encoded sequence")
+    ids = [r["id"] for r in seqs]
+    number = {sid: i for i, sid in enumerate(ids)}
+    index = token_index(ids, [r["sequence"] for r in seqs])
+    rows = ((number[sid], pos, f, v) for sid, pos, f, v in acts if sid in number)
+    activations = activations_from_rows(index, rows, [f"{sae}/{i}" for i in range(d_sae)])
+    inputs = Inputs(activations, coordinates=seqs, sae=sae)
+    for sid, concept, start, end in group_annotations(h for h in hits if h["id"] in number):
+        inputs.add(number[sid], concept, start, end)
+    if log:
+        log(f"{totals['shards']} shards: {len(ids)} sequences, {activations.values.nnz} "
+            f"activations of {sae}")  # fmt: skip
+    return inputs
+
+
 def add_bed(inputs: Inputs, path: str | Path) -> int:
     """Label by a BED file (name column = concept); needs the sequences' coordinates."""
     from hsg.regions.intervals import load_bed_intervals
