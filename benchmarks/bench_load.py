@@ -92,6 +92,7 @@ def main() -> None:
                               pagecache=args.pagecache)  # fmt: skip
     server.start(cfg, log=lambda _m: None)
     settings = ConnectionSettings(cfg.bolt_uri, "neo4j", read_password_file(cfg.home))
+
     class Results(list):  # each measurement printed as it is made: a long run shows progress
         def append(self, item) -> None:
             super().append(item)

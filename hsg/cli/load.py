@@ -98,10 +98,31 @@ def ingest_with_ray(
 
 @click.command()
 @click.argument("shards", type=click.Path(exists=True, file_okay=False))
-@click.option("--online/--bulk", default=True, show_default=True, help="online: into the running database, several writer threads; bulk: neo4j-admin database import full into the local server's database (stopped and restarted by hsg), the fastest first load.")
-@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="--online: writer threads, on disjoint shards.")
-@click.option("--write-batch", default=256, show_default=True, type=click.IntRange(min=1), help="--online: sequences per transaction.")
-@click.option("--overwrite", is_flag=True, help="--bulk: replace the database when it already holds nodes (its data is lost).")
+@click.option(
+    "--online/--bulk",
+    default=True,
+    show_default=True,
+    help="online: into the running database, several writer threads; bulk: neo4j-admin database import full into the local server's database (stopped and restarted by hsg), the fastest first load.",
+)
+@click.option(
+    "--threads",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="--online: writer threads, on disjoint shards.",
+)
+@click.option(
+    "--write-batch",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="--online: sequences per transaction.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="--bulk: replace the database when it already holds nodes (its data is lost).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @connection_options
 def load(settings: ConnectionSettings, shards, online, threads, write_batch, overwrite, as_json):
