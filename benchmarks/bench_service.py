@@ -1,7 +1,7 @@
 """The ingestion service against `hsg ingest`: its overhead, and two clients at once.
 
     python benchmarks/bench_service.py [--data ../shared/data/cisplatin/loci.tsv] [--limit N]
-        [--layers 2 --hidden 32] [--device cpu] [--dtype bf16]
+        [--repeat R] [--layers 2 --hidden 32] [--device cpu] [--dtype bf16]
 
 In one run, on a throw-away server (benchmarks/_server.py), the same input is ingested
   * direct  — `hsg ingest FILE --model … --sae …` (a fresh process: loads the model);
@@ -94,6 +94,11 @@ def timed(cmd: list[str], env: dict) -> tuple[float, dict]:
     return wall, json.loads(done.stdout)
 
 
+def median_run(runs: list[tuple[float, dict]]) -> tuple[float, dict]:
+    """The run of median wall time (its own summary with it)."""
+    return sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -106,6 +111,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each; medians reported")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
@@ -151,9 +157,6 @@ def main() -> None:
             args.device,
             *common,
         ]
-        reset()
-        direct_wall, direct = timed(direct_cmd, env)
-
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         serve = [
@@ -186,10 +189,17 @@ def main() -> None:
                 except httpx.HTTPError:
                     time.sleep(0.2)
             startup = time.perf_counter() - t0
-            reset()
-            service_wall, service = timed(
-                [sys.executable, "-m", "hsg", "ingest", str(data), "--server", url, *common], env
-            )
+            service_cmd = [sys.executable, "-m", "hsg", "ingest", str(data), "--server", url]
+            runs: dict[str, list[tuple[float, dict]]] = {"direct": [], "service": []}
+            # alternate (d s s d d s …) so a machine loaded by others weighs on both alike
+            for i in range(args.repeat):
+                order = ["direct", "service"] if i % 2 == 0 else ["service", "direct"]
+                for name in order:
+                    reset()
+                    cmd = direct_cmd if name == "direct" else [*service_cmd, *common]
+                    runs[name].append(timed(cmd, env))
+            direct_wall, direct = median_run(runs["direct"])
+            service_wall, service = median_run(runs["service"])
             assert service["sequences_encoded"] == direct["sequences_encoded"]
             assert service["relationships_created"] == direct["relationships_created"]
 
@@ -226,6 +236,7 @@ def main() -> None:
         f"input: {n} sequences of {args.data.name}; tiny NT v2 ({args.layers} layers, "
         f"hidden {args.hidden}) on {args.device}; service start-up {startup:.1f} s"
     )
+    print(f"medians of {args.repeat} alternating runs each")
     print(f"{'':28}{'wall s':>9}{'pipeline s':>12}{'seq/s':>9}")
     print(
         f"{'hsg ingest (direct)':28}{direct_wall:9.2f}{direct['seconds']:12.2f}"
