@@ -243,7 +243,6 @@ def bench_before_after(data: Path, limit: int, work: Path, warm_rounds: int) -> 
     cfg = server.ServerConfig(home=BENCH_HOME, bolt_port=BENCH_BOLT, http_port=BENCH_HTTP,
                               heap="2g", pagecache="1g")  # fmt: skip
     encoder, sae = _bench_pair(work)
-    rows: dict[str, list[dict]] = {"cold": [], "warm": [], "rerun": []}
 
     def fresh(restart: bool):
         if restart:
@@ -255,6 +254,14 @@ def bench_before_after(data: Path, limit: int, work: Path, warm_rounds: int) -> 
         apply_schema(driver, settings.database)
         return driver, settings
 
+    try:
+        return _before_after_rounds(fresh, data, limit, work, encoder, sae, warm_rounds)
+    finally:
+        server.stop(cfg, log=lambda m: None)  # the cold rounds started it
+
+
+def _before_after_rounds(fresh, data, limit, work, encoder, sae, warm_rounds) -> dict:
+    rows: dict[str, list[dict]] = {"cold": [], "warm": [], "rerun": []}
     for mode in ("before", "after"):
         driver, settings = fresh(restart=True)
         rows["cold"].append(_ingest_once(driver, settings, data, limit, work, encoder, sae, mode))
