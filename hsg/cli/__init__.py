@@ -22,7 +22,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "models": ("hsg.cli.models", "models", "Nucleotide Transformer encoders: embed, make-tiny."),
     "sae": ("hsg.cli.sae", "sae", "Train and evaluate sparse autoencoders."),
     "ingest": ("hsg.cli.ingest", "ingest", "Encode regions and write them into Neo4j."),
-    "load": ("hsg.cli.load", "load", "Activation shards into Neo4j: --online or --bulk (neo4j-admin import)."),
+    "load": (
+        "hsg.cli.load",
+        "load",
+        "Activation shards into Neo4j: --online or --bulk (neo4j-admin import).",
+    ),
     "analyze": ("hsg.cli.analysis", "analyze", "GDS PageRank per label and graph topology."),
     "targets": (
         "hsg.cli.analysis",

@@ -173,9 +173,23 @@ def _echo_summary(summary, as_json: bool) -> None:
     type=click.Path(file_okay=False),
     help="Keep the activation shards in DIR (implies --engine ray); re-running resumes, complete shards are kept. Load them later with `hsg load DIR [--bulk]`.",
 )
-@click.option("--actors", type=click.IntRange(min=1), help="With --engine ray: encoder actors [default: one per GPU, else one per CPU].")
-@click.option("--shard-size", default=2048, show_default=True, type=click.IntRange(min=1), help="With --engine ray: input records per shard (the unit of resumption).")
-@click.option("--no-load", is_flag=True, help="With --engine ray: write the shards only; load them with `hsg load`.")
+@click.option(
+    "--actors",
+    type=click.IntRange(min=1),
+    help="With --engine ray: encoder actors [default: one per GPU, else one per CPU].",
+)
+@click.option(
+    "--shard-size",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --engine ray: input records per shard (the unit of resumption).",
+)
+@click.option(
+    "--no-load",
+    is_flag=True,
+    help="With --engine ray: write the shards only; load them with `hsg load`.",
+)
 @connection_options
 def ingest(
     settings: ConnectionSettings,
