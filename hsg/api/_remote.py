@@ -34,6 +34,9 @@ class ServiceError(ValueError):
 
 
 class ServiceClient:
+    """A connection to one `hsg serve`: the same ingest as `hsg.api.ingest`, run where the
+    models are loaded. The token defaults to ``HSG_SERVICE_TOKEN``."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
         import httpx
 
