@@ -62,7 +62,8 @@ def translate(exc: Exception, settings: ConnectionSettings) -> DatabaseError:
     if isinstance(exc, ServiceUnavailable):
         return DatabaseError(
             f"Neo4j is not reachable at {settings.uri}: is the server running? "
-            "Start the local one with `hsg db start`, or set NEO4J_URI."
+            "Start the local one with `hsg db start`, or name it with --uri/NEO4J_URI "
+            "or --bolt-port/HSG_BOLT_PORT."
         )
     if isinstance(exc, ClientError) and "DatabaseNotFound" in (exc.code or ""):
         return DatabaseError(f"database {settings.database!r} does not exist on {settings.uri}")
