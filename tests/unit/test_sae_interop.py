@@ -303,3 +303,36 @@ def test_imported_sae_ingests_and_pairs(tmp_path, tiny_model, dl_dirs):
     exported = run("export", "--to", "saelens", "--sae", out, "--out", str(tmp_path / "sl"))
     assert exported.exit_code == 0, exported.output
     assert json.loads(exported.stdout)["metadata"]["hook_name"] == "hidden_states.1"
+
+
+def test_saelens_sae_steers(tmp_path, tiny_model):
+    """A SAELens SAE, imported against the model it reads, drives `hsg steer`: the targets
+    name the imported SAE, the no-op condition changes nothing, and the report is written."""
+    from hsg.regions.synthetic import make_synthetic_dataset, write_tsv
+
+    ref = _saelens_sae("topk", k=6)
+    ref.save_model(tmp_path / "sl")
+    record = api.import_sae(
+        tmp_path / "sl", tmp_path / "sae", fmt="saelens", model=tiny_model, layer=1
+    )
+    sae = api.load_sae(tmp_path / "sae", device="cpu")
+    assert record["sae_id"] == sae.sae_id and sae.cfg.encoder_checkpoint_hash
+    data = write_tsv(make_synthetic_dataset(n=96, length=60, seed=3), tmp_path / "data.tsv")
+    clf = api.train_classifier(
+        data, tiny_model, positive="motif_positive", out=tmp_path / "clf", layer=1, epochs=2,
+        device="cpu",
+    )  # fmt: skip
+    assert clf is not None
+    targets = {
+        "sae": {"id": sae.sae_id, "layer": 1, "d_sae": D_SAE, "model_id": sae.cfg.model_id},
+        "parameters": {"top": 2},
+        "targets": [{"feature": f"{sae.sae_id}/{i}", "index": i} for i in (2, 7)],
+    }
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    report = api.steer(
+        tmp_path / "targets.json", tmp_path / "clf", tmp_path / "sae", tiny_model, data,
+        out=tmp_path / "steer", min_acts=(0.0,), alphas=(1.0, 2.0), plots=False, device="cpu",
+    )  # fmt: skip
+    assert report.report.is_file() and report.provenance["sae_id"] == sae.sae_id
+    noop = [r for r in report.rows if r.get("label") == "δ=0 α=1"]
+    assert noop and all(r["delta_mean_prob"] == 0.0 for r in noop)
