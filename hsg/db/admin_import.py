@@ -36,6 +36,8 @@ def store_exists(cfg: server.ServerConfig, database: str) -> bool:
 
 
 def _files_arg(kind: str, name: str, paths: list[Path]) -> str:
+    # the importer runs in the server's home: a relative path would be read from there
+    paths = [Path(p).resolve() for p in paths]
     for path in paths:
         if "," in str(path):
             raise DatabaseError(f"the importer cannot read a file whose path holds a comma: {path}")
@@ -62,7 +64,7 @@ def import_command(
         "import",
         "full",
         database,  # first: a files option would take a later word as one more file
-        f"--report-file={report}",
+        f"--report-file={Path(report).resolve()}",
         "--multiline-fields=false",
     ]
     if overwrite:

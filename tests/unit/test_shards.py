@@ -169,3 +169,13 @@ def test_bulk_files_hold_the_graph_once(shard_set, tmp_path):
                                            ["s1", "sae-x", "run-1", "1"]]  # fmt: skip
     head = rows("n", "IngestRun")[0]
     assert head == ["id:ID(IngestRun)", "status:string", "pid:long"]  # None left out
+
+
+def test_importer_reads_relative_paths_from_here(tmp_path, monkeypatch):
+    """The importer runs in the server's home: `hsg load shards/ --bulk` with a relative
+    folder must hand it absolute paths (it once looked for shards/ inside the home)."""
+    from hsg.db.admin_import import _files_arg
+
+    monkeypatch.chdir(tmp_path)
+    arg = _files_arg("nodes", "Model", [Path("shards/.bulk-x/nodes-Model-header.csv")])
+    assert arg == f"--nodes=Model={tmp_path / 'shards/.bulk-x/nodes-Model-header.csv'}"
