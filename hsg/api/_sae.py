@@ -64,6 +64,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "min_rel_delta": 1e-3,
     "val_fraction": 0.1,
     "shuffle_buffer": 4,
+    "amp": False,
 }
 # where each hyper-parameter is kept in a run's train_state/run.json
 _SAVED_AS = {
@@ -84,6 +85,7 @@ _SAVED_AS = {
     "min_rel_delta": ("train", "min_rel_delta"),
     "val_fraction": ("train", "val_fraction"),
     "shuffle_buffer": ("train", "shuffle_buffer_shards"),
+    "amp": ("train", "amp"),
 }
 
 
@@ -212,9 +214,10 @@ def train_sae(
     Hyper-parameters (see `TRAIN_DEFAULTS`): ``architecture``, ``d_sae``, ``k``, ``l1``,
     ``l0``, ``l1_warmup``, ``lr``, ``auxk``, ``normalize``, ``seed``, ``dtype``,
     ``batch_size``, ``epochs``, ``patience``, ``min_rel_delta``, ``val_fraction``,
-    ``shuffle_buffer``. One left as None takes the resumed run's value (``resume=True``;
-    a setting the run predates takes the value that reproduces it), else the default (a
-    `DefaultRule` is applied to the data: d_in, d_sae, steps per epoch). The best
+    ``shuffle_buffer``, ``amp`` (bf16 autocast). One left as None takes the resumed run's
+    value (``resume=True``; a setting the run predates takes the value that reproduces it),
+    else the default (a `DefaultRule` is applied to the data: d_in, d_sae, steps per
+    epoch). The best
     checkpoint by validation loss is kept in ``out`` with its config, hashes,
     metrics.jsonl and a resumable state.
     """
@@ -294,6 +297,7 @@ def train_sae(
         val_fraction=h["val_fraction"],
         shuffle_buffer_shards=h["shuffle_buffer"],
         device=device,
+        amp=bool(h["amp"]),
     )
     log(
         f"training {arch} SAE d_in={cfg.d_in} d_sae={cfg.d_sae} lr={cfg.lr:.3g} "

@@ -177,6 +177,7 @@ _TRAIN_KEYS = {
     "min_rel_delta": "min_rel_delta",
     "val_fraction": "val_fraction",
     "shuffle_buffer": "shuffle_buffer",
+    "amp": "amp",
 }
 
 
@@ -295,6 +296,11 @@ def _default(key: str) -> dict[str, Any]:
     **_default("shuffle_buffer"),
 )
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), **_default("dtype"))
+@click.option(
+    "--amp/--no-amp",
+    help="Mixed precision: the forward pass in bf16 autocast (weights, gradients and Adam stay float32); for GPUs and bf16-capable CPUs.",
+    **_default("amp"),
+)
 @device_option
 @click.option(
     "--resume",

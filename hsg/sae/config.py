@@ -152,6 +152,9 @@ class TrainConfig(JsonConfig):
     min_rel_delta: float = 0.0
     normalize: bool = True
     device: str = "cpu"
+    # bf16 autocast of the forward pass (weights, gradients and Adam stay float32): the
+    # matmuls run on a GPU's tensor cores or a CPU's AMX/AVX512-BF16 units
+    amp: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:

@@ -57,7 +57,7 @@ _RESUMABLE_CHANGES = frozenset({"epochs", "patience", "device", "min_delta", "mi
 # What a setting absent from an older run's run.json meant then (it did not exist yet).
 LEGACY_VALUES: dict[str, dict[str, Any]] = {
     "sae": {"l0_coefficient": 1e-3, "auxk_coefficient": 0.0, "input_scale": None},
-    "train": {"normalize": False, "min_rel_delta": 0.0},
+    "train": {"normalize": False, "min_rel_delta": 0.0, "amp": False},
 }
 # AuxK's dead-latent window (Gao et al. 2024), capped at one epoch of training tokens.
 DEAD_TOKENS = 10_000_000
@@ -344,7 +344,8 @@ def train_sae(
             lam = l1_schedule(cfg, st["step"])
             lam0 = l0_schedule(cfg, st["step"])
             dead = since_fired >= dead_window if track_dead else None
-            parts = sae.loss(x, lam, l0_coefficient=lam0, dead=dead)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tcfg.amp):
+                parts = sae.loss(x, lam, l0_coefficient=lam0, dead=dead)
             if track_dead:
                 fired = (parts.z.detach() != 0).any(dim=0)
                 since_fired.add_(len(xb)).masked_fill_(fired, 0)

@@ -57,3 +57,22 @@ def test_sae_recovers_planted_atoms(arch, extra):
     print(f"{arch}: recovered {frac:.3f} of planted atoms (cos >= 0.9)")
     assert frac >= 0.9
     assert result.history[-1]["val"]["fve"] > 0.75
+
+
+def test_mixed_precision_training_recovers_the_atoms_too():
+    """--amp runs the forward pass in bf16 autocast (here on the CPU, as on a GPU): the
+    weights stay float32, and the planted atoms are still found."""
+    x, atoms = planted_dictionary(n=8000)
+    store = ArrayStore(x, shard_size=4096)
+    cfg = SAEConfig(d_in=D_IN, d_sae=2 * N_ATOMS, architecture="topk", k=ACTIVE, lr=3e-3, seed=0)
+    tcfg = TrainConfig(batch_size=128, epochs=6, patience=6, val_fraction=0.1, amp=True)
+    assert TrainConfig.from_json(tcfg.to_json()).amp  # recorded with the run
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train_sae(store, cfg, tcfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.sae.W_dec.dtype == torch.float32
+    assert recovered_fraction(result.sae.W_dec.detach().numpy(), atoms) >= 0.9
+    assert result.history[-1]["val"]["fve"] > 0.75
