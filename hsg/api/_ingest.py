@@ -128,16 +128,17 @@ def ingest(
     )
 
     def records() -> Iterable[SequenceRecord]:
-        if not is_file:
-            found: Iterable[SequenceRecord] = list(source)  # type: ignore[arg-type]
-        else:
-            found = iter_regions(
+        if is_file:
+            return iter_regions(
                 source,  # type: ignore[arg-type]
                 fmt=fmt,
                 reference=reference,
                 label=label,
                 label_column=label_column,
+                window=window,
+                stride=stride,
             )
+        found: list[SequenceRecord] = list(source)  # type: ignore[arg-type]
         if window is not None:
             from hsg.regions.windows import tile_records
 

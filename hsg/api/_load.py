@@ -51,14 +51,25 @@ def iter_regions(
     reference: PathLike | None = None,
     label: str | None = None,
     label_column: int | str | None = None,
+    window: int | None = None,
+    stride: int | None = None,
 ) -> Iterator[SequenceRecord]:
-    """Stream the records of a BED (+ reference), FASTA or TSV file; errors name file and line."""
+    """Stream the records of a BED (+ reference), FASTA or TSV file; errors name file and line.
+
+    ``window`` tiles regions longer than that many bases into windows ``stride`` apart
+    (default ``window``), as `ingest` does: every reader of a regions file sees the same
+    sequences."""
     from hsg.regions.readers import read_records
 
     column = label_column
     if isinstance(column, str) and column.isdigit():
         column = int(column)
-    return iter(read_records(path, fmt=fmt, reference=reference, label=label, label_column=column))
+    records = read_records(path, fmt=fmt, reference=reference, label=label, label_column=column)
+    if window is not None:
+        from hsg.regions.windows import tile_records
+
+        records = tile_records(records, window, stride)
+    return iter(records)
 
 
 def read_regions(path: PathLike, **options: Any) -> list[SequenceRecord]:

@@ -103,11 +103,7 @@ def encode_to_shards(
         stride=stride,
     )
     records = iter_regions(source, fmt=fmt, reference=reference, label=label,
-                           label_column=label_column)  # fmt: skip
-    if window is not None:
-        from hsg.regions.windows import tile_records
-
-        records = tile_records(records, window, stride)
+                           label_column=label_column, window=window, stride=stride)  # fmt: skip
     manifest = Manifest(
         model=model_properties(encoder),
         sae=sae_properties(sae_obj, compat.layer),
@@ -138,15 +134,13 @@ ingest_ray = encode_to_shards
 
 def _run_node(shard_set, mode: str) -> dict[str, Any]:
     import json
-    import uuid
 
     from hsg.db.runs import process_marker
-    from hsg.ingest.pipeline import _hsg_version
+    from hsg.ingest.pipeline import _hsg_version, new_run_id
 
     m = shard_set.manifest
-    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     return {
-        "id": run_id,
+        "id": new_run_id(),
         "started": datetime.now(timezone.utc).isoformat(),
         "input": str(m.parameters.get("input")),
         "input_sha256": m.input_sha256,

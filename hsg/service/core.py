@@ -171,18 +171,15 @@ class Service:
 
     def _records(self, options: JobOptions):
         """The records `hsg.api.ingest` reads for these options (tiled the same way)."""
-        records = api.iter_regions(
+        return api.iter_regions(
             options.input,
             fmt=options.fmt,
             reference=options.reference,
             label=options.label,
             label_column=options.label_column,
+            window=options.window,
+            stride=options.stride,
         )
-        if options.window is not None:
-            from hsg.regions.windows import tile_records
-
-            return tile_records(records, options.window, options.stride)
-        return records
 
     def job(self, job_id: str) -> Job:
         job = self.queue.get(job_id)
