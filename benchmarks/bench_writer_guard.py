@@ -23,6 +23,7 @@ from _server import bench_database, wipe  # noqa: E402
 
 from hsg.db.schema import apply_schema  # noqa: E402
 from hsg.graph import statements as q  # noqa: E402
+from hsg.graph.node_labels import LABEL_PREFIX  # noqa: E402
 from hsg.graph.writer import GraphWriter, SequenceWrite  # noqa: E402
 
 UNGUARDED = """
@@ -69,7 +70,7 @@ def one_round(driver, db, guarded: bool, items, d_sae: int, size: int) -> float:
         acts = [{"id": s.id, "acts": s.activations} for s in batch]
 
         def work(tx):
-            tx.run(q.MERGE_SEQUENCES, rows=rows).consume()
+            tx.run(q.MERGE_SEQUENCES, rows=rows, label_prefix=LABEL_PREFIX).consume()
             tx.run(UNGUARDED, rows=acts, sae_id="bench/sae", run_id="run").consume()
 
         with driver.session(database=db) as session:

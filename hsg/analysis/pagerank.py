@@ -3,7 +3,9 @@
 For each label, the sequences carrying it and the features of one SAE they activate are
 projected into GDS as a bipartite graph with **one relationship per (sequence, feature)
 pair**, read from the pair's HAS_FEATURE {count, sum, max} that the writer stores beside its
-ACTIVATES (nothing is aggregated at analysis time), whose `weight` is
+ACTIVATES (nothing is aggregated at analysis time) by GDS's native projection, which selects
+the label's sequences and the SAE's features by the node labels `Label_<name>` and
+`SAE_<id>` the writer adds for it (`hsg.graph.node_labels`). A relationship's `weight` is
 
 * `count` (default): the number of ACTIVATES relationships of the pair, i.e. of token
   positions at which the feature fired. PageRank on this weighted simple graph equals
@@ -46,6 +48,7 @@ from typing import Any
 from hsg.analysis import AnalysisError, AnalysisSession
 from hsg.config import JsonConfig
 from hsg.graph.analysis_writes import LabelCentrality, replace_centrality
+from hsg.graph.node_labels import LABEL_PREFIX, phenotype_node_label, sae_node_label
 
 WEIGHTS = ("count", "none", "activation")
 ORIENTATIONS = ("undirected", "natural")
@@ -64,9 +67,15 @@ CALL (l) {
            AS active,
          count(CASE WHEN EXISTS { (s)-[:ACTIVATES]->(:Feature {sae: $sae}) }
                      AND NOT EXISTS { (s)-[:HAS_FEATURE]->(:Feature {sae: $sae}) } THEN 1 END)
-           AS unaggregated
+           AS unaggregated,
+         count(CASE WHEN NOT ($label_prefix + l.name) IN labels(s) THEN 1 END) AS untagged
 }
-RETURN name, l IS NOT NULL AS found, sequences, active, unaggregated
+RETURN name, l IS NOT NULL AS found, sequences, active, unaggregated, untagged
+"""
+
+# Features of the SAE without the SAE_<id> node label the native projection selects by.
+UNTAGGED_FEATURES = """
+MATCH (f:Feature {sae: $sae}) WHERE NOT $sae_label IN labels(f) RETURN count(f) AS n
 """
 
 KNOWN_LABELS = "MATCH (l:Label) RETURN l.name AS name ORDER BY name"
@@ -249,8 +258,14 @@ def check_labels(session: AnalysisSession, sae: str, labels: list[str]) -> dict[
         raise AnalysisError("give at least one --label")
     if len(set(labels)) != len(labels):
         raise AnalysisError(f"a label is given twice: {labels}")
-    rows = session.records(LABEL_CHECK, labels=list(labels), sae=sae)
+    rows = session.records(LABEL_CHECK, labels=list(labels), sae=sae, label_prefix=LABEL_PREFIX)
     problems = []
+    untagged = session.records(UNTAGGED_FEATURES, sae=sae, sae_label=sae_node_label(sae))[0]["n"]
+    if untagged:
+        problems.append(
+            f"{untagged} features of SAE {sae!r} lack their {sae_node_label(sae)!r} node label "
+            "(written by an older hsg); run `hsg db init` once to add it"
+        )
     for row in rows:
         if not row["found"]:
             known = [r["name"] for r in session.records(KNOWN_LABELS)]
@@ -267,52 +282,110 @@ def check_labels(session: AnalysisSession, sae: str, labels: list[str]) -> dict[
                 f"label {row['name']!r}: {row['unaggregated']} sequences were ingested before "
                 "HAS_FEATURE existed; run `hsg db init` once to backfill it"
             )
+        elif row["untagged"]:
+            problems.append(
+                f"label {row['name']!r}: {row['untagged']} sequences lack the node label "
+                f"{phenotype_node_label(row['name'])!r} (written by an older hsg); run "
+                "`hsg db init` once to add it"
+            )
     if problems:
         raise AnalysisError("; ".join(problems))
     return {row["name"]: row["sequences"] for row in rows}
 
 
 # ------------------------------------------------------------------------ projection
+SOURCES = ("native", "has_feature", "activates")
+
+
 @contextmanager
 def project_label(
     session: AnalysisSession,
     sae: str,
     label: str,
     config: PageRankConfig,
-    source: str = "has_feature",
+    source: str = "native",
 ) -> Iterator[ProjectedGraph]:
     """A projection of one label's graph under a unique name, dropped on the way out —
     also when the block raises, so failed runs leave no graphs in the GDS catalog.
 
-    `source` "activates" projects by aggregating ACTIVATES instead of reading HAS_FEATURE:
-    the reference the tests and the benchmark compare with, not a way to compute scores."""
+    `source` "native" (what scores are computed from) is GDS's native projection of the
+    HAS_FEATURE relationships between the label's sequences (node label `Label_<name>`)
+    and the SAE's features (`SAE_<id>`), see `hsg.graph.node_labels`; nodes without any
+    such relationship are then filtered out in memory, so the graph is exactly the pairs.
+    "has_feature" projects the same pairs with a Cypher projection and "activates" by
+    aggregating ACTIVATES: the references the tests and the benchmark compare with."""
     name = f"hsg-{uuid.uuid4().hex}"
     undirected = config.orientation == "undirected"
-    if source not in ("has_feature", "activates"):
-        raise ValueError(f"source must be 'has_feature' or 'activates', got {source!r}")
-    query = (
-        PROJECT_LABEL if source == "has_feature" else PROJECT_LABEL_FROM_ACTIVATES[config.weight]
-    )
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     failed = False
+    names = [name]
     try:
-        handle, result = session.gds.graph.project.cypher(
-            query,
-            graph=name,
-            label=label,
-            sae=sae,
-            weight=config.weight,
-            undirected=["ACTIVATES"] if undirected else [],
-        )
+        if source == "native":
+            handle, result = _project_native(session, sae, label, config, name, names)
+        else:
+            query = (
+                PROJECT_LABEL
+                if source == "has_feature"
+                else PROJECT_LABEL_FROM_ACTIVATES[config.weight]
+            )
+            handle, result = session.gds.graph.project.cypher(
+                query,
+                graph=name,
+                label=label,
+                sae=sae,
+                weight=config.weight,
+                undirected=["ACTIVATES"] if undirected else [],
+            )
         yield ProjectedGraph(name, result.node_count, result.relationship_count, undirected, handle)
     except BaseException:
         failed = True
         raise
     finally:
         try:
-            session.gds.graph.drop(name, fail_if_missing=False)
+            for each in names:
+                session.gds.graph.drop(each, fail_if_missing=False)
         except Exception:
             if not failed:  # never hide the error that got us here
                 raise
+
+
+def _project_native(
+    session: AnalysisSession,
+    sae: str,
+    label: str,
+    config: PageRankConfig,
+    name: str,
+    names: list[str],
+) -> tuple[Any, Any]:
+    """Native projection of the label's sequences and the SAE's features, then the
+    subgraph of nodes with at least one pair (the other nodes would change no score, but
+    would count as sequences/features of the label)."""
+    gds = session.gds
+    properties = {"activations": {"property": "count"}}
+    if config.weight != "none":
+        properties["weight"] = {"property": "count" if config.weight == "count" else "sum"}
+    whole = f"{name}-all"
+    names.append(whole)
+    G, _ = gds.graph.project.native(
+        whole,
+        {
+            "Sequence": {"label": phenotype_node_label(label)},
+            "Feature": {"label": sae_node_label(sae)},
+        },
+        {
+            "HAS_FEATURE": {
+                "type": "HAS_FEATURE",
+                "orientation": "UNDIRECTED" if config.orientation == "undirected" else "NATURAL",
+                "properties": properties,
+            }
+        },
+        log_progress=False,
+    )
+    gds.degree.mutate(G, mutate_property="pairs", orientation="UNDIRECTED", log_progress=False)
+    handle, result = gds.graph.filter(G, name, "n.pairs > 0.0", "*", log_progress=False)
+    gds.graph.drop(whole, fail_if_missing=False)
+    return handle, result
 
 
 def score_projection(

@@ -208,19 +208,23 @@ def _echo_runs(runs: list[dict]) -> None:
 @db.command()
 @connection_options
 def init(settings: ConnectionSettings) -> None:
-    """Apply schema/*.cypher (constraints, indexes) and backfill HAS_FEATURE on graphs
-    ingested before it existed; safe to run repeatedly."""
-    from hsg.graph.has_feature import backfill_has_feature
+    """Apply schema/*.cypher (constraints, indexes) and backfill what graphs ingested by
+    older versions lack (HAS_FEATURE, the Label_/SAE_ node labels PageRank projects by);
+    safe to run repeatedly."""
+    from hsg.graph.has_feature import backfill_has_feature, backfill_node_labels
 
     try:
         with driver_session(settings) as driver:
             n = apply_schema(driver, settings.database)
             backfilled = backfill_has_feature(driver, settings.database)
+            labelled = backfill_node_labels(driver, settings.database)
     except DatabaseError as exc:
         _fail(exc)
     click.echo(f"schema applied: {n} statements on {settings.describe()}")
     if backfilled:
         click.echo(f"HAS_FEATURE backfilled for {backfilled} encoded sequences")
+    if labelled:
+        click.echo(f"Label_/SAE_ node labels added to {labelled} nodes")
 
 
 @db.command()

@@ -66,6 +66,7 @@ def import_command(
         database,  # first: a files option would take a later word as one more file
         f"--report-file={Path(report).resolve()}",
         "--multiline-fields=false",
+        "--array-delimiter=TAB",  # node labels are TAB-separated (hsg.graph.bulk)
     ]
     if overwrite:
         cmd.append("--overwrite-destination=true")

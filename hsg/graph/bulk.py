@@ -21,11 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hsg.graph.node_labels import phenotype_node_label, sae_node_label
 from hsg.graph.shard_rows import hit_from_row, sequence_props
+from hsg.shards.errors import ShardError
 from hsg.shards.reader import ShardSet
 
 SEQUENCE_HEADER = ["id:ID(Sequence)", "chrom", "start:long", "end:long", "strand",
-                   "length:long", "gc:double", "sequence"]  # fmt: skip
+                   "length:long", "gc:double", "sequence", ":LABEL"]  # fmt: skip
+# The importer splits a :LABEL field on its array delimiter; hsg passes TAB (see
+# admin_import), which no label read from a tab-separated input can contain.
+LABEL_DELIMITER = "\t"
 RELATIONSHIP_PROPERTIES = {
     "OVERLAPS": [("start", "long"), ("end", "long"), ("strand", "string"), ("score", "double")],
     "HAS_MOTIF": [("start", "long"), ("end", "long"), ("strand", "string"), ("score", "double"),
@@ -129,10 +134,13 @@ def write_import_files(
         files.writer("relationships", "USED", [":START_ID(IngestRun)", ":END_ID(SAE)"]).writerow(
             [run["id"], sae_id]
         )
-        features = files.writer("nodes", "Feature", ["id:ID(Feature)", "sae", "index:long"])
+        features = files.writer(
+            "nodes", "Feature", ["id:ID(Feature)", "sae", "index:long", ":LABEL"]
+        )
         in_sae = files.writer("relationships", "IN_SAE", [":START_ID(Feature)", ":END_ID(SAE)"])
+        sae_label = sae_node_label(sae_id)
         for i in range(d_sae):
-            features.writerow([f"{sae_id}/{i}", sae_id, i])
+            features.writerow([f"{sae_id}/{i}", sae_id, i, sae_label])
             in_sae.writerow([f"{sae_id}/{i}", sae_id])
 
         sequences = files.writer("nodes", "Sequence", SEQUENCE_HEADER)
@@ -164,12 +172,15 @@ def write_import_files(
             for rel, props in RELATIONSHIP_PROPERTIES.items()
         }  # fmt: skip
 
-        # labels of a repeated id are merged onto its one Sequence (MERGE in the writer)
+        # labels of a repeated id are merged onto its one Sequence (MERGE in the writer),
+        # and its node carries the Label_<name> label of each (node_labels)
         labels_of: dict[str, set[str]] = {}
-        repeated: set[str] = set()
+        repeated: dict[str, set[str]] = {}
         for index in range(manifest.shards):
-            table = shard_set.read(index).sequences.select(["id", "encoded"]).to_pydict()
-            repeated.update(i for i, e in zip(table["id"], table["encoded"], strict=True) if not e)
+            table = shard_set.read(index).sequences.select(["id", "encoded", "labels"])
+            for i, e, names in zip(*table.to_pydict().values(), strict=True):
+                if not e:
+                    repeated.setdefault(i, set()).update(names or [])
         seen_labels: set[str] = set()
         seen_annotations: set[str] = set()
         for index in range(manifest.shards):
@@ -188,8 +199,16 @@ def write_import_files(
                 if not row["encoded"]:
                     continue
                 props = sequence_props(row)
-                sequences.writerow([row["id"]] + [props.get(h.split(":")[0])
-                                                  for h in SEQUENCE_HEADER[1:]])  # fmt: skip
+                node_labels = sorted(set(row["labels"] or []) | repeated.get(row["id"], set()))
+                for name in node_labels:
+                    if LABEL_DELIMITER in name:
+                        raise ShardError(
+                            f"label {name!r} of sequence {row['id']!r} contains a tab, which "
+                            "the bulk importer cannot take in a node label; load with --online"
+                        )
+                cells = [props.get(h.split(":")[0]) for h in SEQUENCE_HEADER[1:-1]]
+                tags = LABEL_DELIMITER.join(phenotype_node_label(n) for n in node_labels)
+                sequences.writerow([row["id"], *cells, tags])
             acts = shard.activations.to_pydict()
             n_of: dict[str, int] = {}
             pair: dict[tuple[str, int], list] = {}

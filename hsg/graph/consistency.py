@@ -2,7 +2,8 @@
 
 Each check counts the offenders of one invariant and names a few; all of them must be zero
 on a graph written only by hsg with its schema applied. Label and property names below are
-constants of this module (never user input), so they are part of the query text.
+constants of this module (never user input), so they are part of the query text; the
+node-label prefixes travel as parameters like everything else.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import neo4j
+
+from hsg.graph.node_labels import LABEL_PREFIX, SAE_PREFIX
 
 # (label, key property) of every node kind the writer MERGEs
 KEYS: tuple[tuple[str, str], ...] = (
@@ -105,6 +108,24 @@ CHECKS: dict[str, tuple[str, str]] = {
         RETURN count(*) AS count, collect(s.id + ' -> ' + f.id)[..5] AS examples
         """,
     ),
+    "node_labels_disagree": (
+        "a Sequence whose Label_<name> node labels differ from its HAS_LABEL, or a Feature "
+        "without its SAE_<id> label (run `hsg db init`)",
+        """
+        CALL () {
+          MATCH (s:Sequence)
+          WHERE EXISTS { (s)-[:HAS_LABEL]->(l:Label)
+                         WHERE NOT ($label_prefix + l.name) IN labels(s) }
+             OR any(t IN labels(s) WHERE t STARTS WITH $label_prefix AND NOT EXISTS {
+                  (s)-[:HAS_LABEL]->(:Label {name: substring(t, size($label_prefix))}) })
+          RETURN s.id AS id
+          UNION ALL
+          MATCH (f:Feature) WHERE f.sae IS NOT NULL AND NOT ($sae_prefix + f.sae) IN labels(f)
+          RETURN f.id AS id
+        }
+        RETURN count(id) AS count, collect(id)[..5] AS examples
+        """,
+    ),
     "runs_left_running": (
         "an IngestRun still marked running (killed, or running now)",
         """
@@ -148,6 +169,12 @@ def check_graph(driver: neo4j.Driver, database: str) -> list[Finding]:
 
 
 def _run(driver: neo4j.Driver, database: str, name: str, description: str, text: str) -> Finding:
-    row = driver.execute_query(text, database_=database, routing_=neo4j.RoutingControl.READ)
+    row = driver.execute_query(
+        text,
+        label_prefix=LABEL_PREFIX,
+        sae_prefix=SAE_PREFIX,
+        database_=database,
+        routing_=neo4j.RoutingControl.READ,
+    )
     record = row.records[0]
     return Finding(name, description, int(record["count"]), list(record["examples"]))

@@ -1,4 +1,4 @@
-"""Backfilling HAS_FEATURE on graphs ingested before the writer wrote it.
+"""Backfilling what older graphs lack: HAS_FEATURE, and the node labels of `node_labels`.
 
 The ingest writer writes one `HAS_FEATURE {count, sum, max}` per (sequence, feature) pair in
 the transaction that writes the pair's ACTIVATES (`statements.WRITE_ACTIVATIONS`). A graph
@@ -6,7 +6,8 @@ ingested by an earlier version has ACTIVATES only; `hsg db init` calls `backfill
 to aggregate them once. It works a batch of sequences per transaction, so a large graph
 needs no large transaction, and an interrupted backfill resumes where it stopped: a sequence
 is done exactly when it has its HAS_FEATURE relationships. On an up-to-date graph it costs
-one read that finds nothing.
+one read that finds nothing. `backfill_node_labels` does the same for the `Label_<name>` and
+`SAE_<id>` node labels GDS's native projection selects by.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
 from hsg.db.errors import DatabaseError
 from hsg.graph import statements as q
+from hsg.graph.node_labels import LABEL_PREFIX, SAE_PREFIX
 
 
 def backfill_has_feature(
@@ -56,3 +58,39 @@ def backfill_has_feature(
         ) from exc
     except Neo4jError as exc:
         raise DatabaseError(f"Neo4j refused the HAS_FEATURE backfill: {exc.message}") from exc
+
+
+def backfill_node_labels(driver: neo4j.Driver, database: str, batch: int = 5000) -> int:
+    """Give every labelled sequence its `Label_<name>` node labels and every feature its
+    `SAE_<id>` label where missing; returns how many nodes got one."""
+    done = 0
+    try:
+        done += (
+            driver.execute_query(
+                q.SET_FEATURE_NODE_LABELS, sae_prefix=SAE_PREFIX, database_=database
+            ).records[0]["features"]
+            or 0
+        )
+        while True:
+            ids = driver.execute_query(
+                q.SEQUENCES_WITHOUT_NODE_LABELS,
+                label_prefix=LABEL_PREFIX,
+                limit=batch,
+                database_=database,
+                routing_=neo4j.RoutingControl.READ,
+                result_transformer_=lambda result: result.value("id"),
+            )
+            if not ids:
+                return done
+            done += driver.execute_query(
+                q.SET_SEQUENCE_NODE_LABELS, ids=ids, label_prefix=LABEL_PREFIX,
+                database_=database,
+            ).records[0]["sequences"]  # fmt: skip
+    except ServiceUnavailable as exc:
+        raise DatabaseError(
+            f"lost the connection to Neo4j while labelling nodes: {exc}. What was written is "
+            "kept; run `hsg db init` again to finish.",
+            connection_lost=True,
+        ) from exc
+    except Neo4jError as exc:
+        raise DatabaseError(f"Neo4j refused the node-label backfill: {exc.message}") from exc

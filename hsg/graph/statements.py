@@ -11,13 +11,14 @@ thousands of relationships.
 Graph model (see ../shared/DESIGN.md):
 
     (:Sequence {id, chrom, start, end, strand, length, gc, sequence})
-    (:Sequence)-[:HAS_LABEL]->(:Label {name})
+    (:Sequence)-[:HAS_LABEL]->(:Label {name})     -- mirrored by the node label Label_<name>
     (:Sequence)-[:ACTIVATES {position, token, activation, rank}]->(:Feature {id, sae, index})
     (:Sequence)-[:HAS_FEATURE {count, sum, max}]->(:Feature)  -- one per pair, see below
     (:Sequence)-[:OVERLAPS {start, end}]->(:Annotation {id, kind, name, source})
     (:Sequence)-[:HAS_MOTIF {start, end, strand, score}]->(:Annotation)
     (:Sequence)-[:ENCODED_BY {run, activations}]->(:SAE)     -- the per-sequence commit mark
     (:Feature)-[:IN_SAE]->(:SAE)-[:READS {layer}]->(:Model {id: checkpoint hash, name, …})
+    (:Feature)  also labelled SAE_<sae id>; see node_labels (GDS's native projection)
     (:IngestRun {id, …parameters})-[:USED]->(:SAE)
 
 `ENCODED_BY` is written in the same transaction as the sequence's activations: a sequence
@@ -49,6 +50,7 @@ MATCH (x:SAE {id: $sae_id})
 UNWIND $indices AS i
 MERGE (f:Feature {id: $sae_id + '/' + toString(i)})
 ON CREATE SET f.sae = $sae_id, f.index = i
+SET f:$($sae_label)
 MERGE (f)-[:IN_SAE]->(x)
 """
 
@@ -86,6 +88,7 @@ WITH s, row
 UNWIND row.labels AS name
 MERGE (l:Label {name: name})
 MERGE (s)-[:HAS_LABEL]->(l)
+SET s:$($label_prefix + name)
 """
 
 # Activation rows are [feature index, token position, token, activation, rank]. The SAE's
@@ -220,4 +223,32 @@ CALL (s, x) {
   CREATE (s)-[:HAS_FEATURE {count: n, sum: total, max: peak}]->(f)
 }
 RETURN count(s) AS sequences
+"""
+
+# Backfill of the node labels that mirror HAS_LABEL and Feature.sae (see node_labels) on
+# graphs written before the writer set them. Sequences a batch at a time; SET of a label a
+# node already has changes nothing, so a concurrent ingest and an interrupted run are safe.
+SEQUENCES_WITHOUT_NODE_LABELS = """
+MATCH (s:Sequence)-[:HAS_LABEL]->(l:Label)
+WHERE NOT ($label_prefix + l.name) IN labels(s)
+RETURN DISTINCT s.id AS id
+LIMIT $limit
+"""
+
+SET_SEQUENCE_NODE_LABELS = """
+UNWIND $ids AS id
+MATCH (s:Sequence {id: id})-[:HAS_LABEL]->(l:Label)
+SET s:$($label_prefix + l.name)
+RETURN count(DISTINCT s) AS sequences
+"""
+
+SET_FEATURE_NODE_LABELS = """
+MATCH (x:SAE)
+CALL (x) {
+  MATCH (f:Feature {sae: x.id})
+  WHERE NOT ($sae_prefix + x.id) IN labels(f)
+  SET f:$($sae_prefix + x.id)
+  RETURN count(f) AS n
+}
+RETURN sum(n) AS features
 """

@@ -19,6 +19,7 @@ from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
 from hsg.db.errors import DatabaseError
 from hsg.graph import statements as q
+from hsg.graph.node_labels import LABEL_PREFIX, sae_node_label
 from hsg.regions.annotations import AnnotationHit
 
 
@@ -94,7 +95,12 @@ class GraphWriter:
         self._write(q.MERGE_SAE, model_hash=model["id"], sae=sae)
         for start in range(0, d_sae, 5000):
             indices = list(range(start, min(d_sae, start + 5000)))
-            self._write(q.MERGE_FEATURES, sae_id=self.sae_id, indices=indices)
+            self._write(
+                q.MERGE_FEATURES,
+                sae_id=self.sae_id,
+                sae_label=sae_node_label(self.sae_id),
+                indices=indices,
+            )
         self._write(q.CREATE_RUN, sae_id=self.sae_id, run=run)
 
     def ensure_schema(self) -> None:
@@ -163,7 +169,11 @@ class GraphWriter:
 
         def work(tx: neo4j.ManagedTransaction) -> WriteStats:
             stats = WriteStats()
-            stats.add(tx.run(q.MERGE_SEQUENCES, rows=seq_rows).consume().counters)
+            stats.add(
+                tx.run(q.MERGE_SEQUENCES, rows=seq_rows, label_prefix=LABEL_PREFIX)
+                .consume()
+                .counters
+            )
             if annotations:
                 rows = list(annotations.values())
                 stats.add(tx.run(q.MERGE_ANNOTATIONS, rows=rows).consume().counters)

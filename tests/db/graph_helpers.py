@@ -40,4 +40,12 @@ def fingerprint(driver) -> dict:
         "MATCH (f:Feature) OPTIONAL MATCH (:Sequence)-[a:ACTIVATES]->(f) "
         "RETURN f.id AS id, count(a) AS n, round(sum(a.activation), 4) AS total ORDER BY id"
     ).records
-    return {"counts": counts, "features": [(r["id"], r["n"], r["total"]) for r in rows]}
+    # every node label with its number of nodes: Label_<name> / SAE_<id> included
+    labels = driver.execute_query(
+        "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n ORDER BY label"
+    ).records
+    return {
+        "counts": counts,
+        "features": [(r["id"], r["n"], r["total"]) for r in rows],
+        "node_labels": [(r["label"], r["n"]) for r in labels],
+    }

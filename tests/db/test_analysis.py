@@ -32,6 +32,7 @@ pytestmark = pytest.mark.db
 
 SAE = "tiny/L1/relu-8-00000001"
 TIGHT = {"max_iterations": 500, "tolerance": 1e-12}
+OTHER = "other/L2/relu-30-00000002"
 
 
 def write_graph(driver, database, sequences, d_sae=8, sae=SAE) -> None:
@@ -185,6 +186,40 @@ def test_bad_input_is_refused_before_anything_is_written(session, settings):
         run_pagerank(session, None, ["A"], PageRankConfig())
 
 
+def test_graph_without_node_labels_is_refused_until_db_init(session, settings):
+    """A graph written before the Label_/SAE_ node labels existed: PageRank names the fix,
+    `hsg db check` reports the nodes, `hsg db init` adds the labels, and the scores equal
+    those of a graph written with them."""
+    from hsg.cli import cli
+    from hsg.graph.consistency import check_graph
+
+    write_graph(session.driver, settings.database, SMALL)
+    reference = run_pagerank(session, SAE, ["A", "B"], PageRankConfig(**TIGHT))
+    session.driver.execute_query(
+        "MATCH (n) UNWIND [t IN labels(n) WHERE t STARTS WITH 'Label_' OR t STARTS WITH 'SAE_']"
+        " AS t REMOVE n:$(t)"
+    )
+    with pytest.raises(AnalysisError, match="lack their 'SAE_.*hsg db init"):
+        run_pagerank(session, SAE, ["A"], PageRankConfig())
+    findings = {f.name: f for f in check_graph(session.driver, settings.database)}
+    assert findings["node_labels_disagree"].count == 8 + 8  # features + labelled sequences
+    session.driver.execute_query("MATCH (f:Feature) SET f:$('SAE_' + f.sae)")
+    with pytest.raises(AnalysisError, match="5 sequences lack the node label 'Label_A'"):
+        run_pagerank(session, SAE, ["A"], PageRankConfig())
+
+    result = CliRunner().invoke(cli, ["db", "init"])
+    assert result.exit_code == 0, result.output
+    assert "node labels added to 8 nodes" in result.output
+    assert all(f.ok for f in check_graph(session.driver, settings.database))
+    again = run_pagerank(session, SAE, ["A", "B"], PageRankConfig(**TIGHT))
+    for before, after in zip(reference.labels, again.labels, strict=True):
+        assert [(s.feature, s.support) for s in before.scores] == [
+            (s.feature, s.support) for s in after.scores
+        ]
+        for a, b in zip(before.scores, after.scores, strict=True):
+            assert a.pagerank == pytest.approx(b.pagerank, rel=1e-12)
+
+
 # ------------------------------------------------------------------------ correctness
 def _raw_rows(session, label=None) -> pd.DataFrame:
     rows = session.records(
@@ -247,22 +282,27 @@ def test_gds_pagerank_matches_networkx(session, settings, weight):
 @pytest.mark.parametrize("orientation", ["undirected", "natural"])
 def test_has_feature_projection_equals_activates_aggregation(session, settings, weight,
                                                              orientation):  # fmt: skip
-    """The projection over HAS_FEATURE gives the scores, support and activations of the
-    Cypher aggregation of ACTIVATES it replaced, on the same graph."""
+    """The native projection (by node labels) and the Cypher projection over HAS_FEATURE
+    give the graph, scores, support and activations of the Cypher aggregation of ACTIVATES
+    they replaced, on the same graph."""
     write_graph(session.driver, settings.database, random_graph(seed=5), d_sae=30)
+    # the same sequences (and labels) encoded by another SAE: never part of SAE's graph
+    write_graph(session.driver, settings.database, random_graph(seed=6), d_sae=30, sae=OTHER)
     config = PageRankConfig(weight=weight, orientation=orientation, **TIGHT)
     results = {}
-    for source in ("has_feature", "activates"):
+    for source in pr.SOURCES:
         with pr.project_label(session, SAE, "up", config, source=source) as graph:
             rows, iterations, converged = pr.score_projection(session, graph, config)
         results[source] = (graph.node_count, graph.relationship_count, rows, iterations)
-    new, old = results["has_feature"], results["activates"]
-    assert new[:2] == old[:2] and new[3] == old[3]
-    assert [(r["feature"], r["support"], r["activations"]) for r in new[2]] == [
-        (r["feature"], r["support"], r["activations"]) for r in old[2]
-    ]
-    for a, b in zip(new[2], old[2], strict=True):
-        assert a["pagerank"] == pytest.approx(b["pagerank"], rel=1e-12, abs=1e-15)
+    old = results["activates"]
+    for source in ("native", "has_feature"):
+        new = results[source]
+        assert new[:2] == old[:2] and new[3] == old[3], source
+        assert [(r["feature"], r["support"], r["activations"]) for r in new[2]] == [
+            (r["feature"], r["support"], r["activations"]) for r in old[2]
+        ]
+        for a, b in zip(new[2], old[2], strict=True):
+            assert a["pagerank"] == pytest.approx(b["pagerank"], rel=1e-12, abs=1e-15)
 
 
 def test_targets_match_independent_pandas_ranking(session, settings):
