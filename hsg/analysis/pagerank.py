@@ -130,15 +130,25 @@ PROJECT_LABEL_FROM_ACTIVATES = {
     "activation": _AGGREGATING.replace("TOTAL", "sum(a.activation)"),
 }
 
-# Feature rows of a projection after `score_projection` mutated pagerank/support/activations.
+# Feature rows of a projection after `score_projection` mutated pagerank/support/activations;
+# features without a pair (a native projection holds every feature of the SAE) are left out.
 FEATURE_SCORES = """
-CALL gds.graph.nodeProperty.stream($graph, 'pagerank', ['Feature'])
-YIELD nodeId, propertyValue
-WITH nodeId, propertyValue AS pagerank, gds.util.asNode(nodeId) AS f
-RETURN f.id AS feature, f.index AS index, pagerank,
-       toInteger(gds.util.nodeProperty($graph, nodeId, 'support')) AS support,
+CALL gds.graph.nodeProperty.stream($graph, 'support', ['Feature'])
+YIELD nodeId, propertyValue AS support
+WITH nodeId, support WHERE support > 0
+WITH nodeId, support, gds.util.asNode(nodeId) AS f
+RETURN f.id AS feature, f.index AS index,
+       gds.util.nodeProperty($graph, nodeId, 'pagerank') AS pagerank,
+       toInteger(support) AS support,
        toInteger(gds.util.nodeProperty($graph, nodeId, 'activations')) AS activations
 ORDER BY index
+"""
+
+# Sequences of a projection with at least one pair (after `score_projection`).
+PAIRED_SEQUENCES = """
+CALL gds.graph.nodeProperty.stream($graph, 'support', ['Sequence'])
+YIELD propertyValue WHERE propertyValue > 0
+RETURN count(*) AS sequences
 """
 
 
@@ -226,6 +236,12 @@ class ProjectedGraph:
     relationship_count: int
     undirected: bool
     handle: Any = field(default=None, compare=False, repr=False)  # the client's Graph object
+    # the relationship property PageRank weighs by ("none" ignores it)
+    weight_property: str = "weight"
+    # True: only nodes with a pair; False: also the label's sequences the SAE did not
+    # encode and the SAE's features the label never activates (no score changes: they are
+    # isolated, but node_count counts them)
+    exact: bool = True
 
     @property
     def pairs(self) -> int:
@@ -304,15 +320,17 @@ def project_label(
     label: str,
     config: PageRankConfig,
     source: str = "native",
+    exact: bool = True,
 ) -> Iterator[ProjectedGraph]:
     """A projection of one label's graph under a unique name, dropped on the way out —
     also when the block raises, so failed runs leave no graphs in the GDS catalog.
 
     `source` "native" (what scores are computed from) is GDS's native projection of the
     HAS_FEATURE relationships between the label's sequences (node label `Label_<name>`)
-    and the SAE's features (`SAE_<id>`), see `hsg.graph.node_labels`; nodes without any
-    such relationship are then filtered out in memory, so the graph is exactly the pairs.
-    "has_feature" projects the same pairs with a Cypher projection and "activates" by
+    and the SAE's features (`SAE_<id>`), see `hsg.graph.node_labels`. It also holds the
+    nodes without any such pair, which change no PageRank score; `exact` (what topology
+    needs: components, node counts) filters them out in memory, which PageRank skips.
+    "has_feature" projects the pairs with a Cypher projection and "activates" by
     aggregating ACTIVATES: the references the tests and the benchmark compare with."""
     name = f"hsg-{uuid.uuid4().hex}"
     undirected = config.orientation == "undirected"
@@ -322,7 +340,7 @@ def project_label(
     names = [name]
     try:
         if source == "native":
-            handle, result = _project_native(session, sae, label, config, name, names)
+            graph = _project_native(session, sae, label, config, name, names, exact)
         else:
             query = (
                 PROJECT_LABEL
@@ -337,7 +355,10 @@ def project_label(
                 weight=config.weight,
                 undirected=["ACTIVATES"] if undirected else [],
             )
-        yield ProjectedGraph(name, result.node_count, result.relationship_count, undirected, handle)
+            graph = ProjectedGraph(
+                name, result.node_count, result.relationship_count, undirected, handle
+            )
+        yield graph
     except BaseException:
         failed = True
         raise
@@ -357,17 +378,22 @@ def _project_native(
     config: PageRankConfig,
     name: str,
     names: list[str],
-) -> tuple[Any, Any]:
-    """Native projection of the label's sequences and the SAE's features, then the
-    subgraph of nodes with at least one pair (the other nodes would change no score, but
-    would count as sequences/features of the label)."""
+    exact: bool,
+) -> ProjectedGraph:
+    """Native projection of the label's sequences and the SAE's features; with `exact`,
+    then the subgraph of the nodes with at least one pair."""
     gds = session.gds
+    undirected = config.orientation == "undirected"
+    # one property read per relationship unless the weight is another one than the count
     properties = {"activations": {"property": "count"}}
-    if config.weight != "none":
-        properties["weight"] = {"property": "count" if config.weight == "count" else "sum"}
-    whole = f"{name}-all"
-    names.append(whole)
-    G, _ = gds.graph.project.native(
+    weight_property = "activations"
+    if config.weight == "activation":
+        properties["weight"] = {"property": "sum"}
+        weight_property = "weight"
+    whole = f"{name}-all" if exact else name
+    if exact:
+        names.append(whole)
+    handle, result = gds.graph.project.native(
         whole,
         {
             "Sequence": {"label": phenotype_node_label(label)},
@@ -376,16 +402,28 @@ def _project_native(
         {
             "HAS_FEATURE": {
                 "type": "HAS_FEATURE",
-                "orientation": "UNDIRECTED" if config.orientation == "undirected" else "NATURAL",
+                "orientation": "UNDIRECTED" if undirected else "NATURAL",
                 "properties": properties,
             }
         },
         log_progress=False,
     )
-    gds.degree.mutate(G, mutate_property="pairs", orientation="UNDIRECTED", log_progress=False)
-    handle, result = gds.graph.filter(G, name, "n.pairs > 0.0", "*", log_progress=False)
-    gds.graph.drop(whole, fail_if_missing=False)
-    return handle, result
+    if exact:
+        gds.degree.mutate(
+            handle, mutate_property="pairs", orientation="UNDIRECTED", log_progress=False
+        )
+        G = handle
+        handle, result = gds.graph.filter(G, name, "n.pairs > 0.0", "*", log_progress=False)
+        gds.graph.drop(whole, fail_if_missing=False)
+    return ProjectedGraph(
+        name,
+        int(result.node_count),
+        int(result.relationship_count),
+        undirected,
+        handle,
+        weight_property=weight_property,
+        exact=exact,
+    )
 
 
 def score_projection(
@@ -395,7 +433,8 @@ def score_projection(
 
     Support and activations are the feature's degree and weighted degree in the projection
     (one relationship per pair, `activations` = ACTIVATES rows), so they describe exactly
-    the graph PageRank saw. Returns (rows ordered by index, iterations, converged).
+    the graph PageRank saw. Returns (rows of the features with a pair, ordered by index,
+    iterations, converged).
     """
     gds = session.gds
     G = graph.handle
@@ -405,11 +444,12 @@ def score_projection(
         damping_factor=config.damping,
         max_iterations=config.max_iterations,
         tolerance=config.tolerance,
-        relationship_weight_property=None if config.weight == "none" else "weight",
+        relationship_weight_property=None if config.weight == "none" else graph.weight_property,
         log_progress=False,
     )
-    # features are targets: in the natural orientation their relationships point at them
-    orientation = "NATURAL" if graph.undirected else "REVERSE"
+    # a node's pairs, for features and sequences alike: in the natural orientation a
+    # feature's relationships point at it and a sequence's away from it
+    orientation = "NATURAL" if graph.undirected else "UNDIRECTED"
     gds.degree.mutate(G, mutate_property="support", orientation=orientation, log_progress=False)
     gds.degree.mutate(
         G,
@@ -444,12 +484,13 @@ def compute_label(
     session: AnalysisSession, sae: str, label: str, config: PageRankConfig
 ) -> LabelPageRank:
     started = time.perf_counter()
-    with project_label(session, sae, label, config) as graph:
+    with project_label(session, sae, label, config, exact=False) as graph:
         rows, iterations, converged = score_projection(session, graph, config)
+        sequences = session.records(PAIRED_SEQUENCES, graph=graph.name)[0]["sequences"]
     scores = normalized(rows)
     return LabelPageRank(
         label=label,
-        sequences=graph.node_count - len(scores),
+        sequences=sequences,
         features=len(scores),
         pairs=graph.pairs,
         activations=sum(s.activations for s in scores),

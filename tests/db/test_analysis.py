@@ -255,9 +255,9 @@ def test_gds_pagerank_matches_networkx(session, settings, weight):
     write_graph(session.driver, settings.database, random_graph(), d_sae=30)
     config = PageRankConfig(weight=weight, **TIGHT)
     gds_config = {"dampingFactor": 0.85, "maxIterations": 500, "tolerance": 1e-12}
-    if weight != "none":
-        gds_config["relationshipWeightProperty"] = "weight"
     with pr.project_label(session, SAE, "up", config) as graph:
+        if weight != "none":
+            gds_config["relationshipWeightProperty"] = graph.weight_property
         rows = session.records(GDS_STREAM, graph=graph.name, config=gds_config)
     gds_scores = {r["id"]: r["score"] for r in rows}
     total = sum(gds_scores.values())
@@ -290,18 +290,20 @@ def test_has_feature_projection_equals_activates_aggregation(session, settings, 
     write_graph(session.driver, settings.database, random_graph(seed=6), d_sae=30, sae=OTHER)
     config = PageRankConfig(weight=weight, orientation=orientation, **TIGHT)
     results = {}
-    for source in pr.SOURCES:
-        with pr.project_label(session, SAE, "up", config, source=source) as graph:
+    for source, exact in [*((s, True) for s in pr.SOURCES), ("native", False)]:
+        with pr.project_label(session, SAE, "up", config, source=source, exact=exact) as graph:
             rows, iterations, converged = pr.score_projection(session, graph, config)
-        results[source] = (graph.node_count, graph.relationship_count, rows, iterations)
-    old = results["activates"]
-    for source in ("native", "has_feature"):
-        new = results[source]
-        assert new[:2] == old[:2] and new[3] == old[3], source
-        assert [(r["feature"], r["support"], r["activations"]) for r in new[2]] == [
-            (r["feature"], r["support"], r["activations"]) for r in old[2]
-        ]
-        for a, b in zip(new[2], old[2], strict=True):
+            paired = session.records(pr.PAIRED_SEQUENCES, graph=graph.name)[0]["sequences"]
+        results[source, exact] = (graph.node_count, graph.pairs, paired, rows, iterations)
+    old = results["activates", True]
+    for key, (node_count, pairs, paired, rows, iterations) in results.items():
+        # every 'up' sequence has pairs; the inexact graph also holds all 30 features
+        assert node_count == (old[0] if key[1] else paired + 30), key
+        assert (pairs, paired, iterations) == (old[1], old[2], old[4]), key
+        assert [(r["feature"], r["support"], r["activations"]) for r in rows] == [
+            (r["feature"], r["support"], r["activations"]) for r in old[3]
+        ], key
+        for a, b in zip(rows, old[3], strict=True):
             assert a["pagerank"] == pytest.approx(b["pagerank"], rel=1e-12, abs=1e-15)
 
 
