@@ -7,15 +7,18 @@ above ``t × (its maximum activation)``; the concept is *true* on the tokens tha
 split, and the reported precision, recall and F1 are those of the **test** split at that
 threshold. Nothing measured on the test split chooses anything.
 
-Why sparse products and bins: for one split, let ``bin(i, f)`` be the highest grid step the
-activation of feature ``f`` at token ``i`` clears. The sparse matrix ``B`` [tokens, features ×
-steps] has a 1 at ``(i, f·K + bin)``; then ``Bᵀ L`` (``L`` the token × concept labels) counts,
-for every feature, step and concept, the true tokens whose activation lands in that bin, and
-a reverse cumulative sum over the steps turns "lands in bin k" into "clears step k". The
-product is computed feature block by feature block as a join of each stored activation with
-its token's labels and one bincount into a cache-sized dense accumulator (`split_counts`):
-the work is one operation per (activation, label of its token) pair — not per threshold, not
-per token × feature, and with no Python loop over features or pairs.
+Why sparse products and bins: for one split, let ``s(i, f)`` be the number of grid steps
+the activation of feature ``f`` at token ``i`` clears. The sparse matrix ``B`` [tokens,
+(steps+1) × features] has a 1 at ``(i, s·F + f)``; then ``Lᵀ B`` (``L`` the token × concept
+labels) counts, for every concept, step and feature, the true tokens whose activation clears
+exactly that many steps, and a reverse cumulative sum over the steps turns "exactly s" into
+"at least s". The product is computed a block of concepts at a time: the rows of ``B`` of
+each concept's tokens are gathered by scipy's compiled row indexing and counted by one
+bincount (`_concept_counts`). The work is one operation per (label, activation of its
+token) pair — not per threshold, not per token × feature, and with no Python loop over
+features or pairs. The select split's F1 and its best step are then taken plane by plane
+over the steps of the block, so no dense [features, steps, concepts] array of either split
+is ever held whole; the test split's counts are read at the chosen step only.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ class ConceptConfig:
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     select_fraction: float = 0.5
     seed: int = 0
-    feature_block: int = 64  # features whose counts are accumulated together (cache-sized)
+    # unused since counts are blocked by concept (sized to memory); kept so that configs
+    # written before still load and round-trip
+    feature_block: int = 64
 
     def __post_init__(self) -> None:
         ts = tuple(float(t) for t in self.thresholds)
@@ -128,25 +133,104 @@ class ConceptResult:
         return frame.groupby("concept", sort=True).head(top).reset_index(drop=True)
 
 
-def _bins(values: sp.csc_matrix, feature_max: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Per stored entry of the CSC matrix, the number of steps its activation clears (0:
-    none). Exact comparisons ``activation > grid[k] × max`` per step, in chunks: K cheap
-    vector passes beat a binary search over unsorted keys, and no division can round an
-    activation across a threshold."""
-    data = values.data
-    cols = np.repeat(np.arange(values.shape[1]), np.diff(values.indptr))
-    bins = np.empty(len(data), dtype=np.int8 if len(grid) < 127 else np.int16)
-    chunk = 1 << 20
-    for lo in range(0, len(data), chunk):
-        hi = min(lo + chunk, len(data))
-        peak = feature_max[cols[lo:hi]]
-        x = data[lo:hi].astype(np.float64)
-        count = np.zeros(hi - lo, dtype=bins.dtype)
+_BUCKETS = 4096  # ratio buckets of `_steps_cleared` (a few of them hold a grid value)
+_MARGIN = 1e-5  # far wider than float32 rounding of activation × (buckets / max)
+
+
+def _steps_cleared(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Per stored entry, how many grid steps its activation clears (0: none), exactly as
+    ``activation > grid[k] × max`` in float64 decides it (0 where max ≤ 0).
+
+    Why buckets: comparing every entry with every step is K passes over all activations.
+    Instead, activation / max is cut into a fine grid of buckets (one float32 multiply);
+    a bucket that holds no grid value (± a margin far wider than any rounding) clears the
+    same steps for all its entries, read from a small table. Only entries in the few
+    buckets that hold a grid value — ties on a threshold among them — are compared
+    exactly."""
+    grid = np.asarray(grid, dtype=np.float64)
+    m = _BUCKETS
+    dtype = np.int8 if len(grid) < 127 else np.int16
+    # bucket i (1..m) holds ratios in [(i-1)/m, i/m); 0 holds negatives, m+1 ratios ≥ 1
+    edges = np.arange(m + 2, dtype=np.float64)
+    lo = np.concatenate([[-np.inf], (edges[1:-1] - 1) / m, [1.0]]) - _MARGIN
+    hi = np.concatenate([[0.0], edges[1:-1] / m, [np.inf]]) + _MARGIN
+    sure = np.searchsorted(grid, lo, side="left").astype(dtype)  # steps with g < lo
+    most = np.searchsorted(grid, hi, side="left").astype(dtype)
+    unsure_bucket = sure != most
+    if len(grid) and grid[0] < 0:  # a step every activation clears, even where max ≤ 0
+        unsure_bucket[:] = True
+    with np.errstate(divide="ignore"):
+        scale = np.where(feature_max > 0, m / feature_max, 0.0).astype(np.float32)
+    y = values.data * scale[values.indices]  # activation / max × m, float32
+    np.clip(y, -1.0, float(m), out=y)
+    y += 1.0
+    bucket = y.astype(np.int16 if m < 32000 else np.int32)
+    steps = sure[bucket]
+    unsure = np.flatnonzero(unsure_bucket[bucket])
+    if len(unsure):
+        x = values.data[unsure].astype(np.float64)
+        peak = feature_max[values.indices[unsure]]
+        exact = np.zeros(len(unsure), dtype=dtype)
         for g in grid:
-            count += x > g * peak
-        count[peak <= 0] = 0
-        bins[lo:hi] = count
-    return bins
+            exact += x > g * peak
+        exact[peak <= 0] = 0
+        steps[unsure] = exact
+    return steps
+
+
+def _bin_matrix(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> sp.csr_matrix:
+    """``B`` [tokens, (K+1)·features]: a 1 at ``(i, s·F + f)`` where feature ``f``'s activation
+    at token ``i`` clears exactly ``s`` steps (block s = 0: none, never counted). Step-major
+    columns make each step a contiguous [concepts, features] plane of the counts."""
+    n_features = values.shape[1]
+    steps = _steps_cleared(values, feature_max, grid)
+    cols = steps.astype(np.int32) * np.int32(n_features) + values.indices
+    ones = np.ones(len(cols), dtype=np.int8)
+    return sp.csr_matrix(
+        (ones, cols, values.indptr), shape=(values.shape[0], (len(grid) + 1) * n_features)
+    )
+
+
+def _concept_counts(b: sp.csr_matrix, lab: sp.csc_matrix, lo: int, hi: int, k: int) -> np.ndarray:
+    """True positives [hi-lo, K, F] of concepts lo..hi: ``Lᵀ B`` for those columns of ``L``.
+
+    The rows of ``B`` of every token in the concept are gathered (one compiled row-index
+    copy) and counted by one bincount keyed ``concept·(K+1)·F + column``; keys are grouped
+    by concept, so the bincount writes one cache-sized window at a time. The work is one
+    operation per (label, activation of its token) pair. A reverse cumulative sum over the
+    step planes then turns "clears exactly s steps" into "clears step s"."""
+    width = b.shape[1]
+    n_features = width // (k + 1)
+    rows = lab.indices[lab.indptr[lo] : lab.indptr[hi]]
+    sub = b[rows]
+    ends = sub.indptr[lab.indptr[lo : hi + 1] - lab.indptr[lo]]
+    offset = np.repeat(np.arange(hi - lo, dtype=np.int64) * width, np.diff(ends))
+    counts = np.bincount(sub.indices + offset, minlength=(hi - lo) * width)
+    tp = counts.reshape(hi - lo, k + 1, n_features)[:, 1:, :]
+    for step in range(k - 2, -1, -1):
+        tp[:, step] += tp[:, step + 1]
+    return tp
+
+
+def _concept_block(n_concepts: int, k: int, n_features: int) -> int:
+    """Concepts per block: about 2²² counts ([block, K+1, F] int64, ~32 MB) at a time."""
+    return max(1, min(n_concepts, (1 << 22) // max(1, (k + 1) * n_features)))
+
+
+def _label_columns(labels: sp.spmatrix) -> sp.csc_matrix:
+    """The label matrix by concept (CSC), only its true entries."""
+    lab = sp.csc_matrix(labels, dtype=bool, copy=True)
+    lab.eliminate_zeros()
+    return lab
+
+
+def _predicted(b: sp.csr_matrix, k: int) -> np.ndarray:
+    """[K, F] tokens above each step: one bincount of ``B``'s columns, reverse-summed."""
+    n_features = b.shape[1] // (k + 1)
+    pred = np.bincount(b.indices, minlength=b.shape[1]).reshape(k + 1, n_features)[1:]
+    for step in range(k - 2, -1, -1):
+        pred[step] += pred[step + 1]
+    return pred
 
 
 def split_counts(
@@ -154,51 +238,26 @@ def split_counts(
     labels: sp.spmatrix,
     feature_max: np.ndarray,
     grid: Sequence[float],
-    block: int = 64,
+    block: int | None = None,
 ) -> SplitCounts:
     """True positives and predictions of every (feature, step, concept) on these rows.
 
-    ``tp = Bᵀ L`` is computed as the sparse product it is, column block by column block of
-    ``B`` (``block`` features at a time, so the dense accumulator of the block,
-    block × K × C counts, stays in cache): every stored activation of the block meets the
-    few labels of its token (a join on the token, CSC column against CSR rows of ``L``), and
-    one ``bincount`` over ``(feature·K + step)·C + concept`` adds them up. Only tokens inside
-    some concept can be true positives; predictions are one bincount per feature.
+    ``tp = Lᵀ B`` (`_concept_counts`), ``block`` concepts at a time (default: sized so
+    a block's dense counts stay ~32 MB), laid out as [F, K, C] int32.
     """
     g = np.asarray(grid, dtype=np.float64)
     k = len(g)
-    csc = sp.csc_matrix(values)
-    n_features = csc.shape[1]
-    n_concepts = labels.shape[1]
-    steps = _bins(csc, feature_max, g)
-    lab = sp.csr_matrix(labels, dtype=bool)
-    per_row = np.diff(lab.indptr)
+    csr = sp.csr_matrix(values)
+    n_features, n_concepts = csr.shape[1], labels.shape[1]
+    b = _bin_matrix(csr, feature_max, g)
+    lab = _label_columns(labels)
+    block = block or _concept_block(n_concepts, k, n_features)
     # counts fit int32 (at most the tokens of a split); half the memory of int64
     tp = np.zeros((n_features, k, n_concepts), dtype=np.int32)
-    predicted = np.zeros((n_features, k), dtype=np.int64)
-    for lo in range(0, n_features, block):
-        hi = min(lo + block, n_features)
-        a, b = csc.indptr[lo], csc.indptr[hi]
-        st = steps[a:b].astype(np.int64)
-        local = np.repeat(np.arange(hi - lo), np.diff(csc.indptr[lo : hi + 1]))
-        live = st > 0
-        key = local[live] * k + st[live] - 1  # (feature in block)·K + highest step cleared
-        predicted[lo:hi] = np.bincount(key, minlength=(hi - lo) * k).reshape(hi - lo, k)
-        rows = csc.indices[a:b][live]
-        reps = per_row[rows]
-        inside = reps > 0
-        rows, key, reps = rows[inside], key[inside], reps[inside]
-        total = int(reps.sum())
-        starts = np.repeat(lab.indptr[rows] - (np.cumsum(reps) - reps), reps)
-        concept = lab.indices[starts + np.arange(total)]
-        counts = np.bincount(
-            np.repeat(key, reps) * n_concepts + concept, minlength=(hi - lo) * k * n_concepts
-        )
-        tp[lo:hi] = counts.reshape(hi - lo, k, n_concepts)
-    # "lands in step k" → "clears step k": reverse cumulative sums over the steps, in place
-    for step in range(k - 2, -1, -1):
-        tp[:, step] += tp[:, step + 1]
-        predicted[:, step] += predicted[:, step + 1]
+    for lo in range(0, n_concepts, block):
+        hi = min(lo + block, n_concepts)
+        tp[:, :, lo:hi] = _concept_counts(b, lab, lo, hi, k).transpose(2, 1, 0)
+    predicted = np.ascontiguousarray(_predicted(b, k).T)
     positives = np.asarray(labels.sum(axis=0)).ravel().astype(np.int64)
     return SplitCounts(tp, predicted, positives, int(values.shape[0]))
 
@@ -232,31 +291,51 @@ def concept_f1(
             f"{len(index.sequence_ids)} sequence(s) give an empty select or test split; "
             "concept F1 needs sequences in both (use more sequences or another --select-fraction)"
         )
-    grid = np.asarray(config.thresholds)
+    grid = np.asarray(config.thresholds, dtype=np.float64)
+    k = len(grid)
     sel_values = activations.values[parts["select"]]
     feature_max = np.asarray(sel_values.max(axis=0).toarray()).ravel().astype(np.float64)
-    counts = {}
+    n_features, n_concepts = sel_values.shape[1], labels.matrix.shape[1]
+    split = {}
     for name in ("select", "test"):
         if progress:
-            progress(f"counting the {name} split ({len(parts[name])} tokens)")
-        counts[name] = split_counts(
-            activations.values[parts[name]], labels.matrix[parts[name]], feature_max, grid,
-            config.feature_block,
-        )  # fmt: skip
-    sel = counts["select"]
-    # F1 = 2·tp / (predicted + positives); 0 where both are 0 (then tp is 0 as well)
-    denom = (sel.predicted[:, :, None] + sel.positives[None, None, :]).astype(np.float32)
-    np.maximum(denom, 1.0, out=denom)
-    f1_sel = np.divide(sel.tp, denom, dtype=np.float32)
-    f1_sel *= 2.0
-    del denom
-    step = np.argmax(f1_sel, axis=1)  # [F, C]: first best step on select
-    f_idx = np.arange(f1_sel.shape[0])[:, None]
-    c_idx = np.arange(f1_sel.shape[2])[None, :]
-    test = counts["test"]
-    tp = test.tp[f_idx, step, c_idx]
-    predicted = test.predicted[f_idx, step]
-    precision, recall, f1 = scores(tp, predicted, test.positives[None, :])
+            progress(f"binning the {name} split ({len(parts[name])} tokens)")
+        values = sel_values if name == "select" else activations.values[parts[name]]
+        b = _bin_matrix(sp.csr_matrix(values), feature_max, grid)
+        rows = labels.matrix[parts[name]]
+        positives = np.asarray(rows.sum(axis=0)).ravel().astype(np.int64)
+        split[name] = (b, _label_columns(rows), _predicted(b, k), positives)
+    b_sel, lab_sel, pred_sel, pos_sel = split["select"]
+    b_test, lab_test, pred_test, pos_test = split["test"]
+    # F1 = 2·tp / (predicted + positives) in float32, as [concepts, features] planes per
+    # step; a concept without positives has tp = 0, so its denominator may be raised to 1
+    # (0 where both are 0) without changing any F1. The first best step wins (argmax).
+    pos32 = np.maximum(pos_sel, 1).astype(np.float32)
+    pred32 = pred_sel.astype(np.float32)
+    step = np.zeros((n_features, n_concepts), dtype=np.intp)
+    select_f1 = np.zeros((n_features, n_concepts), dtype=np.float32)
+    tp = np.zeros((n_features, n_concepts), dtype=np.int32)
+    block = _concept_block(n_concepts, k, n_features)
+    for lo in range(0, n_concepts, block):
+        hi = min(lo + block, n_concepts)
+        if progress:
+            progress(f"concepts {lo + 1}-{hi} of {n_concepts}")
+        counts = _concept_counts(b_sel, lab_sel, lo, hi, k)  # [c, K, F]
+        best = np.zeros((hi - lo, n_features), dtype=np.float32)
+        arg = np.zeros((hi - lo, n_features), dtype=np.intp)
+        for s in range(k):
+            f1_s = np.divide(counts[:, s, :], pos32[lo:hi, None] + pred32[s], dtype=np.float32)
+            better = f1_s > best
+            np.copyto(best, f1_s, where=better)
+            np.copyto(arg, s, where=better)
+        best *= 2.0
+        step[:, lo:hi] = arg.T
+        select_f1[:, lo:hi] = best.T
+        counts = _concept_counts(b_test, lab_test, lo, hi, k)
+        tp[:, lo:hi] = np.take_along_axis(counts, arg[:, None, :], axis=1)[:, 0, :].T
+    del split, b_sel, b_test
+    predicted = pred_test.T[np.arange(n_features)[:, None], step]
+    precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
     seq_rows = index.sequence_of_row()
     return ConceptResult(
         config=config,
@@ -264,12 +343,12 @@ def concept_f1(
         concepts=list(labels.concepts),
         feature_max=feature_max,
         step=step,
-        select_f1=f1_sel[f_idx, step, c_idx],
+        select_f1=select_f1,
         f1=f1,
         precision=precision,
         recall=recall,
         tp=tp,
-        support=test.positives,
+        support=pos_test,
         tokens={k: len(v) for k, v in parts.items()},
         sequences={k: len(np.unique(seq_rows[v])) for k, v in parts.items()},
     )

@@ -158,3 +158,35 @@ def test_config_round_trips_and_rejects_bad_grids():
         ConceptConfig(thresholds=(0.5, 0.1))
     with pytest.raises(ValueError):
         ConceptConfig(thresholds=(1.0,))
+
+
+@pytest.mark.parametrize(
+    "grid", [(0.0, 0.25, 0.5, 0.75), (0.0, 0.1, 0.2, 0.3, 0.7, 0.9), (-0.5, 0.0, 1.0, 1.5)]
+)
+def test_steps_cleared_equal_exact_comparisons(grid):
+    """The bucketed step count equals `activation > g × max` in float64 on ties, on values
+    next to every bucket edge and grid value, above the max, negative, and for features
+    whose max is ≤ 0."""
+    import scipy.sparse as sp
+
+    from hsg.concepts.f1 import _BUCKETS, _steps_cleared
+
+    g = np.asarray(grid)
+    peaks = np.array([1.2, 3.0, 1e-30, 7.5, 0.0, -2.0])
+    fractions = np.concatenate(
+        [np.arange(_BUCKETS + 1) / _BUCKETS, g, rng.random(500) * 1.3 - 0.1, [0.0, 1.0]]
+    )
+    values = (fractions[:, None] * peaks[None, :]).astype(np.float32)
+    near = np.concatenate(  # one float32 step either side of every value
+        [values, np.nextafter(values, np.float32(np.inf)), np.nextafter(values, -np.inf)]
+    )
+    near[:, 0] = np.tile(np.float32(0.3) * np.arange(1, 5, dtype=np.float32), len(near))[
+        : len(near)
+    ]  # ties: 0.3·k against 0.25/0.5/0.75 × 1.2
+    matrix = sp.csr_matrix(near)
+    peak = peaks[matrix.indices].astype(np.float32).astype(np.float64)
+    x = matrix.data.astype(np.float64)
+    expect = sum((x > t * peak).astype(int) for t in g)
+    expect[peak <= 0] = 0
+    got = _steps_cleared(matrix, peaks.astype(np.float32).astype(np.float64), g)
+    assert np.array_equal(got, expect)
