@@ -137,7 +137,12 @@ _BUCKETS = 4096  # ratio buckets of `_steps_cleared` (a few of them hold a grid 
 _MARGIN = 1e-5  # far wider than float32 rounding of activation × (buckets / max)
 
 
-def _steps_cleared(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> np.ndarray:
+def _steps_cleared(
+    values: sp.csr_matrix,
+    feature_max: np.ndarray,
+    grid: np.ndarray,
+    cols: np.ndarray | None = None,
+) -> np.ndarray:
     """Per stored entry, how many grid steps its activation clears (0: none), exactly as
     ``activation > grid[k] × max`` in float64 decides it (0 where max ≤ 0).
 
@@ -146,8 +151,10 @@ def _steps_cleared(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndar
     a bucket that holds no grid value (± a margin far wider than any rounding) clears the
     same steps for all its entries, read from a small table. Only entries in the few
     buckets that hold a grid value — ties on a threshold among them — are compared
-    exactly."""
+    exactly. ``cols``: the entries' feature numbers as intp, if the caller has them (numpy
+    converts int32 indices on every gather otherwise)."""
     grid = np.asarray(grid, dtype=np.float64)
+    cols = values.indices.astype(np.intp) if cols is None else cols
     m = _BUCKETS
     dtype = np.int8 if len(grid) < 127 else np.int16
     # bucket i (1..m) holds ratios in [(i-1)/m, i/m); 0 holds negatives, m+1 ratios ≥ 1
@@ -156,20 +163,19 @@ def _steps_cleared(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndar
     hi = np.concatenate([[0.0], edges[1:-1] / m, [np.inf]]) + _MARGIN
     sure = np.searchsorted(grid, lo, side="left").astype(dtype)  # steps with g < lo
     most = np.searchsorted(grid, hi, side="left").astype(dtype)
-    unsure_bucket = sure != most
     if len(grid) and grid[0] < 0:  # a step every activation clears, even where max ≤ 0
-        unsure_bucket[:] = True
+        most[:] = -1
+    table = np.where(sure == most, sure, -1).astype(dtype)  # -1: count exactly
     with np.errstate(divide="ignore"):
         scale = np.where(feature_max > 0, m / feature_max, 0.0).astype(np.float32)
-    y = values.data * scale[values.indices]  # activation / max × m, float32
+    y = values.data * scale.take(cols)  # activation / max × m, float32
     np.clip(y, -1.0, float(m), out=y)
     y += 1.0
-    bucket = y.astype(np.int16 if m < 32000 else np.int32)
-    steps = sure[bucket]
-    unsure = np.flatnonzero(unsure_bucket[bucket])
+    steps = table.take(y.astype(np.intp))
+    unsure = np.flatnonzero(steps < 0)
     if len(unsure):
         x = values.data[unsure].astype(np.float64)
-        peak = feature_max[values.indices[unsure]]
+        peak = feature_max[cols[unsure]]
         exact = np.zeros(len(unsure), dtype=dtype)
         for g in grid:
             exact += x > g * peak
@@ -183,38 +189,59 @@ def _bin_matrix(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray
     at token ``i`` clears exactly ``s`` steps (block s = 0: none, never counted). Step-major
     columns make each step a contiguous [concepts, features] plane of the counts."""
     n_features = values.shape[1]
-    steps = _steps_cleared(values, feature_max, grid)
-    cols = steps.astype(np.int32) * np.int32(n_features) + values.indices
+    cols = values.indices.astype(np.intp)  # gathers take intp as it is, no per-call cast
+    steps = _steps_cleared(values, feature_max, grid, cols)
+    # int32 columns: scipy keeps them as they are (int64 ones it would scan and narrow)
+    cols = steps.astype(np.int32)
+    cols *= np.int32(n_features)
+    cols += values.indices
     ones = np.ones(len(cols), dtype=np.int8)
     return sp.csr_matrix(
         (ones, cols, values.indptr), shape=(values.shape[0], (len(grid) + 1) * n_features)
     )
 
 
-def _concept_counts(b: sp.csr_matrix, lab: sp.csc_matrix, lo: int, hi: int, k: int) -> np.ndarray:
+def _concept_counts(
+    b: sp.csr_matrix, lab: sp.csc_matrix, lo: int, hi: int, k: int, dtype: type = np.int64
+) -> np.ndarray:
     """True positives [hi-lo, K, F] of concepts lo..hi: ``Lᵀ B`` for those columns of ``L``.
 
     The rows of ``B`` of every token in the concept are gathered (one compiled row-index
     copy) and counted by one bincount keyed ``concept·(K+1)·F + column``; keys are grouped
     by concept, so the bincount writes one cache-sized window at a time. The work is one
     operation per (label, activation of its token) pair. A reverse cumulative sum over the
-    step planes then turns "clears exactly s steps" into "clears step s"."""
+    step planes then turns "clears exactly s steps" into "clears step s" (in ``dtype``:
+    float32 is exact while counts stay below 2²⁴, and half the bytes of int64)."""
     width = b.shape[1]
     n_features = width // (k + 1)
     rows = lab.indices[lab.indptr[lo] : lab.indptr[hi]]
     sub = b[rows]
     ends = sub.indptr[lab.indptr[lo : hi + 1] - lab.indptr[lo]]
-    offset = np.repeat(np.arange(hi - lo, dtype=np.int64) * width, np.diff(ends))
-    counts = np.bincount(sub.indices + offset, minlength=(hi - lo) * width)
+    keys = sub.indices  # a fresh copy: concept j's entries are shifted to its window
+    for j in range(1, hi - lo):
+        keys[ends[j] : ends[j + 1]] += j * width
+    counts = np.bincount(keys, minlength=(hi - lo) * width)
     tp = counts.reshape(hi - lo, k + 1, n_features)[:, 1:, :]
+    if dtype != counts.dtype:
+        tp = tp.astype(dtype)
     for step in range(k - 2, -1, -1):
         tp[:, step] += tp[:, step + 1]
     return tp
 
 
+def _column_max(values: sp.csr_matrix) -> np.ndarray:
+    """Each column's maximum, implicit zeros included (as ``values.max(axis=0)``), without
+    the CSC copy scipy makes for it: one unbuffered ``maximum.at`` over the stored entries."""
+    out = np.full(values.shape[1], -np.inf, dtype=values.dtype)
+    np.maximum.at(out, values.indices, values.data)
+    stored = np.bincount(values.indices, minlength=values.shape[1])
+    np.maximum(out, 0, out=out, where=stored < values.shape[0])
+    return out
+
+
 def _concept_block(n_concepts: int, k: int, n_features: int) -> int:
     """Concepts per block: about 2²² counts ([block, K+1, F] int64, ~32 MB) at a time."""
-    return max(1, min(n_concepts, (1 << 22) // max(1, (k + 1) * n_features)))
+    return max(1, min(n_concepts, (1 << 20) // max(1, (k + 1) * n_features)))
 
 
 def _label_columns(labels: sp.spmatrix) -> sp.csc_matrix:
@@ -263,12 +290,13 @@ def split_counts(
 
 
 def scores(tp: np.ndarray, predicted: np.ndarray, positives: np.ndarray) -> tuple:
-    """(precision, recall, f1), 0 where undefined; shapes broadcast as tp's."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
-        recall = np.where(positives > 0, tp / np.maximum(positives, 1), 0.0)
-        denom = predicted + positives
-        f1 = np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
+    """(precision, recall, f1), 0 where undefined; shapes broadcast as tp's.
+
+    Counts satisfy tp ≤ predicted and tp ≤ positives, so where a denominator is 0 so is tp,
+    and dividing by max(denominator, 1) already gives the 0."""
+    precision = tp / np.maximum(predicted, 1)
+    recall = tp / np.maximum(positives, 1)
+    f1 = 2.0 * tp / np.maximum(predicted + positives, 1)
     return precision, recall, f1
 
 
@@ -294,7 +322,7 @@ def concept_f1(
     grid = np.asarray(config.thresholds, dtype=np.float64)
     k = len(grid)
     sel_values = activations.values[parts["select"]]
-    feature_max = np.asarray(sel_values.max(axis=0).toarray()).ravel().astype(np.float64)
+    feature_max = _column_max(sp.csr_matrix(sel_values)).astype(np.float64)
     n_features, n_concepts = sel_values.shape[1], labels.matrix.shape[1]
     split = {}
     for name in ("select", "test"):
@@ -312,27 +340,38 @@ def concept_f1(
     # (0 where both are 0) without changing any F1. The first best step wins (argmax).
     pos32 = np.maximum(pos_sel, 1).astype(np.float32)
     pred32 = pred_sel.astype(np.float32)
+    # float32 sums equal float32(int sums) while both stay below 2²⁴ (exact integers)
+    exact32 = int(pos32.max(initial=0)) + int(pred_sel.max(initial=0)) < 1 << 24
     step = np.zeros((n_features, n_concepts), dtype=np.intp)
     select_f1 = np.zeros((n_features, n_concepts), dtype=np.float32)
     tp = np.zeros((n_features, n_concepts), dtype=np.int32)
+    # select counts as float32 (what F1 divides) when every count is an exact float32
+    sel_dtype = np.float32 if len(parts["select"]) < 1 << 24 else np.int64
     block = _concept_block(n_concepts, k, n_features)
     for lo in range(0, n_concepts, block):
         hi = min(lo + block, n_concepts)
         if progress:
             progress(f"concepts {lo + 1}-{hi} of {n_concepts}")
-        counts = _concept_counts(b_sel, lab_sel, lo, hi, k)  # [c, K, F]
+        counts = _concept_counts(b_sel, lab_sel, lo, hi, k, sel_dtype)  # [c, K, F]
         best = np.zeros((hi - lo, n_features), dtype=np.float32)
-        arg = np.zeros((hi - lo, n_features), dtype=np.intp)
-        for s in range(k):
-            f1_s = np.divide(counts[:, s, :], pos32[lo:hi, None] + pred32[s], dtype=np.float32)
-            better = f1_s > best
-            np.copyto(best, f1_s, where=better)
+        arg = np.zeros((hi - lo, n_features), dtype=np.int8 if k < 127 else np.int16)
+        f1_s = np.empty_like(best)
+        better = np.empty(best.shape, dtype=bool)
+        for s in range(k):  # preallocated planes: no temporaries, no mixed-type casts
+            if exact32:
+                np.add(pos32[lo:hi, None], pred32[s], out=f1_s)
+            else:
+                f1_s[...] = np.maximum(pos_sel[lo:hi, None], 1) + pred_sel[s]
+            np.divide(counts[:, s, :], f1_s, out=f1_s, dtype=np.float32)
+            np.greater(f1_s, best, out=better)
+            np.maximum(best, f1_s, out=best)
             np.copyto(arg, s, where=better)
         best *= 2.0
         step[:, lo:hi] = arg.T
         select_f1[:, lo:hi] = best.T
         counts = _concept_counts(b_test, lab_test, lo, hi, k)
-        tp[:, lo:hi] = np.take_along_axis(counts, arg[:, None, :], axis=1)[:, 0, :].T
+        picked = np.take_along_axis(counts, arg[:, None, :].astype(np.intp), axis=1)
+        tp[:, lo:hi] = picked[:, 0, :].T
     del split, b_sel, b_test
     predicted = pred_test.T[np.arange(n_features)[:, None], step]
     precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
