@@ -133,6 +133,7 @@ class ConceptResult:
         return frame.groupby("concept", sort=True).head(top).reset_index(drop=True)
 
 
+_EXACT_F32 = 1 << 24  # integers below this are exact in float32
 _BUCKETS = 4096  # ratio buckets of `_steps_cleared` (a few of them hold a grid value)
 _MARGIN = 1e-5  # far wider than float32 rounding of activation × (buckets / max)
 
@@ -184,21 +185,27 @@ def _steps_cleared(
     return steps
 
 
-def _bin_matrix(values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray) -> sp.csr_matrix:
+def _bin_matrix(
+    values: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray]:
     """``B`` [tokens, (K+1)·features]: a 1 at ``(i, s·F + f)`` where feature ``f``'s activation
     at token ``i`` clears exactly ``s`` steps (block s = 0: none, never counted). Step-major
-    columns make each step a contiguous [concepts, features] plane of the counts."""
-    n_features = values.shape[1]
-    cols = values.indices.astype(np.intp)  # gathers take intp as it is, no per-call cast
+    columns make each step a contiguous [concepts, features] plane of the counts. Also
+    [K, F]: the tokens above each step of each feature (predictions), from the same keys."""
+    n_features, k = values.shape[1], len(grid)
+    cols = values.indices.astype(np.intp)  # gathers and bincounts take intp as it is
     steps = _steps_cleared(values, feature_max, grid, cols)
+    cols += steps * np.intp(n_features)
+    predicted = np.bincount(cols, minlength=(k + 1) * n_features).reshape(k + 1, n_features)
+    predicted = predicted[1:]
+    for step in range(k - 2, -1, -1):
+        predicted[step] += predicted[step + 1]
     # int32 columns: scipy keeps them as they are (int64 ones it would scan and narrow)
-    cols = steps.astype(np.int32)
-    cols *= np.int32(n_features)
-    cols += values.indices
-    ones = np.ones(len(cols), dtype=np.int8)
-    return sp.csr_matrix(
-        (ones, cols, values.indptr), shape=(values.shape[0], (len(grid) + 1) * n_features)
+    b = sp.csr_matrix(
+        (np.ones(len(cols), dtype=np.int8), cols.astype(np.int32), values.indptr),
+        shape=(values.shape[0], (k + 1) * n_features),
     )
+    return b, predicted
 
 
 def _concept_counts(
@@ -251,15 +258,6 @@ def _label_columns(labels: sp.spmatrix) -> sp.csc_matrix:
     return lab
 
 
-def _predicted(b: sp.csr_matrix, k: int) -> np.ndarray:
-    """[K, F] tokens above each step: one bincount of ``B``'s columns, reverse-summed."""
-    n_features = b.shape[1] // (k + 1)
-    pred = np.bincount(b.indices, minlength=b.shape[1]).reshape(k + 1, n_features)[1:]
-    for step in range(k - 2, -1, -1):
-        pred[step] += pred[step + 1]
-    return pred
-
-
 def split_counts(
     values: sp.spmatrix,
     labels: sp.spmatrix,
@@ -276,7 +274,7 @@ def split_counts(
     k = len(g)
     csr = sp.csr_matrix(values)
     n_features, n_concepts = csr.shape[1], labels.shape[1]
-    b = _bin_matrix(csr, feature_max, g)
+    b, predicted = _bin_matrix(csr, feature_max, g)
     lab = _label_columns(labels)
     block = block or _concept_block(n_concepts, k, n_features)
     # counts fit int32 (at most the tokens of a split); half the memory of int64
@@ -284,7 +282,7 @@ def split_counts(
     for lo in range(0, n_concepts, block):
         hi = min(lo + block, n_concepts)
         tp[:, :, lo:hi] = _concept_counts(b, lab, lo, hi, k).transpose(2, 1, 0)
-    predicted = np.ascontiguousarray(_predicted(b, k).T)
+    predicted = np.ascontiguousarray(predicted.T)
     positives = np.asarray(labels.sum(axis=0)).ravel().astype(np.int64)
     return SplitCounts(tp, predicted, positives, int(values.shape[0]))
 
@@ -329,10 +327,10 @@ def concept_f1(
         if progress:
             progress(f"binning the {name} split ({len(parts[name])} tokens)")
         values = sel_values if name == "select" else activations.values[parts[name]]
-        b = _bin_matrix(sp.csr_matrix(values), feature_max, grid)
+        b, predicted = _bin_matrix(sp.csr_matrix(values), feature_max, grid)
         rows = labels.matrix[parts[name]]
         positives = np.asarray(rows.sum(axis=0)).ravel().astype(np.int64)
-        split[name] = (b, _label_columns(rows), _predicted(b, k), positives)
+        split[name] = (b, _label_columns(rows), predicted, positives)
     b_sel, lab_sel, pred_sel, pos_sel = split["select"]
     b_test, lab_test, pred_test, pos_test = split["test"]
     # F1 = 2·tp / (predicted + positives) in float32, as [concepts, features] planes per
@@ -341,12 +339,12 @@ def concept_f1(
     pos32 = np.maximum(pos_sel, 1).astype(np.float32)
     pred32 = pred_sel.astype(np.float32)
     # float32 sums equal float32(int sums) while both stay below 2²⁴ (exact integers)
-    exact32 = int(pos32.max(initial=0)) + int(pred_sel.max(initial=0)) < 1 << 24
+    exact32 = int(pos32.max(initial=0)) + int(pred_sel.max(initial=0)) < _EXACT_F32
     step = np.zeros((n_features, n_concepts), dtype=np.intp)
     select_f1 = np.zeros((n_features, n_concepts), dtype=np.float32)
     tp = np.zeros((n_features, n_concepts), dtype=np.int32)
     # select counts as float32 (what F1 divides) when every count is an exact float32
-    sel_dtype = np.float32 if len(parts["select"]) < 1 << 24 else np.int64
+    sel_dtype = np.float32 if len(parts["select"]) < _EXACT_F32 else np.int64
     block = _concept_block(n_concepts, k, n_features)
     for lo in range(0, n_concepts, block):
         hi = min(lo + block, n_concepts)
@@ -389,7 +387,7 @@ def concept_f1(
         tp=tp,
         support=pos_test,
         tokens={k: len(v) for k, v in parts.items()},
-        sequences={k: len(np.unique(seq_rows[v])) for k, v in parts.items()},
+        sequences={k: int(np.count_nonzero(np.bincount(seq_rows[v]))) for k, v in parts.items()},
     )
 
 

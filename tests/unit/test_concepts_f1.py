@@ -93,6 +93,20 @@ def test_f1_equals_brute_force(ties):
         assert result.f1[f, j] == pytest.approx(f1)
 
 
+def test_integer_path_for_huge_splits_gives_the_same_result(monkeypatch):
+    """Above 2²⁴ tokens counts are not exact in float32: the integer path (forced here by
+    lowering the limit) must give the very same choices and scores."""
+    import hsg.concepts.f1 as f1
+
+    acts, labels, _ = _random_case(ties=True)
+    config = ConceptConfig(thresholds=(0.0, 0.25, 0.5, 0.75))
+    fast = concept_f1(acts, labels, config)
+    monkeypatch.setattr(f1, "_EXACT_F32", 0)
+    slow = concept_f1(acts, labels, config)
+    for name in ("step", "select_f1", "f1", "precision", "recall", "tp"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+
+
 def test_loop_baseline_counts_the_same():
     acts, labels, _ = _random_case(n_seq=12)
     grid = (0.0, 0.3, 0.6)
