@@ -160,13 +160,21 @@ def test_bulk_files_hold_the_graph_once(shard_set, tmp_path):
     assert counts["Label"] == 2 and counts["ENCODED_BY"] == 2 and counts["HAS_MOTIF"] == 1
 
     def rows(kind, name):
-        head, data = files.nodes.get(name) or files.relationships[name]
-        return list(csv.reader(open(head))) + list(csv.reader(open(data)))
+        head, *data = files.nodes.get(name) or files.relationships[name]
+        return list(csv.reader(open(head))) + [r for d in data for r in csv.reader(open(d))]
 
-    assert rows("r", "HAS_FEATURE")[1:] == [["s0", "sae-x/3", "2", "0.75", "0.5"],
-                                            ["s1", "sae-x/1", "1", "2.0", "2.0"]]  # fmt: skip
+    assert rows("r", "HAS_FEATURE")[1:] == [
+        ["s0", "sae-x/3", "2", "0.75", "0.5"],
+        ["s1", "sae-x/1", "1", "2", "2"],
+    ]  # the importer reads "2" as a double
     assert rows("r", "ENCODED_BY")[1:] == [["s0", "sae-x", "run-1", "2"],
                                            ["s1", "sae-x", "run-1", "1"]]  # fmt: skip
+    # the repeat's label B is on s0's node too (hsg.graph.node_labels), TAB-separated
+    assert [(r[0], r[-1]) for r in rows("n", "Sequence")[1:]] == [
+        ("s0", "Label_A\tLabel_B"),
+        ("s1", "Label_B"),
+    ]
+    assert {r[-1] for r in rows("n", "Feature")[1:]} == {"SAE_sae-x"}
     head = rows("n", "IngestRun")[0]
     assert head == ["id:ID(IngestRun)", "status:string", "pid:long"]  # None left out
 
