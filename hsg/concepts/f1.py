@@ -170,7 +170,8 @@ def _steps_cleared(
     with np.errstate(divide="ignore"):
         scale = np.where(feature_max > 0, m / feature_max, 0.0).astype(np.float32)
     y = values.data * scale.take(cols)  # activation / max × m, float32
-    np.clip(y, -1.0, float(m), out=y)
+    np.fmax(y, -1.0, out=y)  # fmax/fmin, not clip: NaN goes to bucket 0, counted exactly
+    np.fmin(y, float(m), out=y)
     y += 1.0
     steps = table.take(y.astype(np.intp))
     unsure = np.flatnonzero(steps < 0)
@@ -239,6 +240,8 @@ def _concept_counts(
 def _column_max(values: sp.csr_matrix) -> np.ndarray:
     """Each column's maximum, implicit zeros included (as ``values.max(axis=0)``), without
     the CSC copy scipy makes for it: one unbuffered ``maximum.at`` over the stored entries."""
+    if values.dtype.kind != "f":
+        return np.asarray(values.max(axis=0).toarray()).ravel()
     out = np.full(values.shape[1], -np.inf, dtype=values.dtype)
     np.maximum.at(out, values.indices, values.data)
     stored = np.bincount(values.indices, minlength=values.shape[1])
@@ -247,7 +250,7 @@ def _column_max(values: sp.csr_matrix) -> np.ndarray:
 
 
 def _concept_block(n_concepts: int, k: int, n_features: int) -> int:
-    """Concepts per block: about 2²² counts ([block, K+1, F] int64, ~32 MB) at a time."""
+    """Concepts per block: about 2²⁰ counts ([block, K+1, F] int64, ~8 MB) at a time."""
     return max(1, min(n_concepts, (1 << 20) // max(1, (k + 1) * n_features)))
 
 
@@ -268,7 +271,7 @@ def split_counts(
     """True positives and predictions of every (feature, step, concept) on these rows.
 
     ``tp = Lᵀ B`` (`_concept_counts`), ``block`` concepts at a time (default: sized so
-    a block's dense counts stay ~32 MB), laid out as [F, K, C] int32.
+    a block's dense counts stay ~8 MB), laid out as [F, K, C] int32.
     """
     g = np.asarray(grid, dtype=np.float64)
     k = len(g)
