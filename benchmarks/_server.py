@@ -21,12 +21,17 @@ BENCH_BOLT = int(os.environ.get("HSG_BENCH_BOLT_PORT", "27687"))
 BENCH_HTTP = int(os.environ.get("HSG_BENCH_HTTP_PORT", "27474"))
 
 
+def bench_config(heap: str = "2g", pagecache: str = "1g") -> server.ServerConfig:
+    """The throw-away server's configuration (for a benchmark that bulk-imports into it)."""
+    return server.ServerConfig(
+        home=BENCH_HOME, bolt_port=BENCH_BOLT, http_port=BENCH_HTTP, heap=heap, pagecache=pagecache
+    )
+
+
 @contextmanager
 def bench_database(heap: str = "2g", pagecache: str = "1g"):
     """Yields (driver, settings) of an empty database with the schema applied."""
-    cfg = server.ServerConfig(
-        home=BENCH_HOME, bolt_port=BENCH_BOLT, http_port=BENCH_HTTP, heap=heap, pagecache=pagecache
-    )
+    cfg = bench_config(heap, pagecache)
     started = server.running_pid(cfg) is None
     if started:
         server.start(cfg, log=lambda m: None)

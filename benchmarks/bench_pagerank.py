@@ -26,6 +26,12 @@ Measured in one run, on the label `all` (every relationship):
               `compute_targets` call, after `hsg analyze pagerank --label up --label down`.
 
 Target: GDS end to end ≥ 2× networkx including its graph build from rows in memory.
+
+Scale point (≥ 20M ACTIVATES; the graph built by `hsg load --bulk` from a synthetic shard
+set, networkx in a child capped at 8 GiB of address space):
+
+    python benchmarks/bench_pagerank.py --sequences 400000 --load bulk --heap 4g \
+        --repeats 1 --no-targets --no-from-db --no-multigraph --networkx-memory-gb 8
 `--networkx-memory-gb` runs networkx in a child process limited to that much address space,
 so that a scale point (≥ 20M ACTIVATES) reports networkx's memory failure instead of
 swapping the machine; `--no-targets --no-from-db --no-multigraph` skip the other parts.
@@ -37,6 +43,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +53,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import bench_database  # noqa: E402
+from _server import bench_config, bench_database  # noqa: E402
 
 from hsg.analysis import AnalysisSession, open_session  # noqa: E402
 from hsg.analysis.pagerank import (  # noqa: E402
@@ -105,6 +112,59 @@ def write(
             )
         writer.write_batch(items)
     return time.perf_counter() - started
+
+
+def write_bulk(
+    settings, cfg, acts: np.ndarray, features: int, subsets: tuple[int, ...], work: Path
+) -> float:
+    """The same graph as `write`, as a shard set (hsg.shards) loaded by `hsg load --bulk`
+    (neo4j-admin import): the only way to build a ≥ 20M-ACTIVATES graph here in minutes.
+    Timed: CSV generation + import + restart + schema (shard writing is not)."""
+    from hsg import api
+    from hsg.shards.manifest import Manifest, write_manifest
+    from hsg.shards.writer import write_shard
+
+    per_shard = 25_000
+    n = len(acts)
+    manifest = Manifest(
+        model={"id": "bench", "name": "bench"},
+        sae={"id": SAE, "layer": 1, "d_sae": features},
+        parameters={"input": "synthetic", "top_k": acts.shape[1]},
+        shard_size=per_shard,
+        shards=(n + per_shard - 1) // per_shard,
+        sequences=n,
+    )
+    directory = work / "shards"
+    write_manifest(directory, manifest)
+    half = n // 2
+    tokens = acts.shape[1]
+    for index, start in enumerate(range(0, n, per_shard)):
+        stop = min(start + per_shard, n)
+        ids = [f"seq{i:06d}" for i in range(start, stop)]
+        sequences = [
+            {"id": sid, "length": 6 * tokens, "encoded": True,
+             "labels": ["up" if i < half else "down", "all",
+                        *(f"first{k}" for k in subsets if i < k)]}
+            for i, sid in zip(range(start, stop), ids, strict=True)
+        ]  # fmt: skip
+        block = acts[start:stop]
+        activations = {
+            "sequence_id": np.repeat(np.array(ids, dtype=object), tokens).tolist(),
+            "position": np.tile(np.arange(tokens, dtype=np.int32), stop - start),
+            "token": ["ACGTAC"] * block.size,
+            "feature": block.ravel().astype(np.int32),
+            "activation": np.ones(block.size, dtype=np.float32),
+            "rank": np.zeros(block.size, dtype=np.int16),
+        }
+        write_shard(directory, index, manifest.fingerprint, sequences, activations, [])
+    started = time.perf_counter()
+    with api.connection_for(settings) as graph:
+        summary = api.load_shards(directory, mode="bulk", server=cfg, connection=graph,
+                                  overwrite=True, work_dir=work)  # fmt: skip
+    seconds = time.perf_counter() - started
+    print(f"  bulk load: {summary.relationships_created:,} relationships in {seconds:.1f} s "
+          f"(importer {summary.import_seconds:.1f} s)")  # fmt: skip
+    return seconds
 
 
 def bench_projections(session: AnalysisSession, config: PageRankConfig, repeats: int) -> dict:
@@ -356,6 +416,9 @@ def main() -> None:
     parser.add_argument("--subsets", default="",
                         help="comma-separated sequence counts: nested labels for the scaling "
                              "comparison, e.g. 200,1000,5000")  # fmt: skip
+    parser.add_argument("--load", choices=["writer", "bulk"], default="writer",
+                        help="build the graph with GraphWriter (as hsg ingest) or with "
+                             "`hsg load --bulk` from synthetic shards (≥ 20M)")  # fmt: skip
     parser.add_argument("--heap", default="2g", help="the bench server's heap")
     parser.add_argument("--pagecache", default="1g", help="the bench server's page cache")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -368,9 +431,15 @@ def main() -> None:
     results: dict = {"activates": int(acts.size), "features": args.features}
     with bench_database(heap=args.heap, pagecache=args.pagecache) as (driver, settings):
         subsets = tuple(int(n) for n in args.subsets.split(",") if n)
-        results["write_s"] = round(write(driver, settings.database, acts, args.features,
-                                         args.batch, subsets), 2)  # fmt: skip
-        print(f"  written in {results['write_s']:.1f} s")
+        if args.load == "bulk":
+            with tempfile.TemporaryDirectory(prefix="bench-pagerank-") as work:
+                cfg = bench_config(args.heap, args.pagecache)
+                seconds = write_bulk(settings, cfg, acts, args.features, subsets, Path(work))
+        else:
+            seconds = write(driver, settings.database, acts, args.features, args.batch, subsets)
+        results["write_s"] = round(seconds, 2)
+        results["load"] = args.load
+        print(f"  written ({args.load}) in {results['write_s']:.1f} s")
         with open_session(settings) as session:
             if not args.no_targets:
                 started = time.perf_counter()
