@@ -254,17 +254,28 @@ def atlas(
     connection: Connection | ConnectionSettings | None = None,
     sae: str | None = None,
     top_sequences: int = 5,
+    steering: Sequence[PathLike] = (),
     log: Log | None = None,
 ) -> AtlasSummary:
     """A static HTML feature atlas from the graph (index + one card per feature) in ``out``:
-    open ``out/index.html`` in any browser, no server needed."""
+    open ``out/index.html`` in any browser, no server needed. ``steering``: results of
+    `steer` (its ``metrics.json`` or output folder), shown on the cards of their targets;
+    each must be of the atlas's SAE, else `SteeringResultsError` and nothing is written."""
     from hsg.atlas.build import build_atlas
+    from hsg.atlas.steering import read_all
     from hsg.concepts.run import resolve_sae
 
+    runs = read_all(list(steering))  # a malformed file fails before the graph is read
     with _graph(connection) as conn:
         sae_id = resolve_sae(conn.driver, conn.database, sae)
         return build_atlas(
-            conn.driver, conn.database, sae_id, Path(out), top_sequences=top_sequences, log=log
+            conn.driver,
+            conn.database,
+            sae_id,
+            Path(out),
+            top_sequences=top_sequences,
+            log=log,
+            steering=runs,
         )
 
 

@@ -4,7 +4,9 @@
 RESEMBLES or a motif) in one table, sortable by any column (click its header) and filtered
 by a search box; ``features/<index>.html`` is one card per feature: its logo, its strongest
 activating sequences with the activating token highlighted, its concept F1 table, its
-PageRank per label, its JASPAR matches and the Cypher that opens it in Neo4j Browser.
+PageRank per label, its JASPAR matches, its steering results when `hsg steer` results are
+given (`hsg.atlas.steering`; the index then also sorts by the largest shift of the
+classifier) and the Cypher that opens it in Neo4j Browser.
 Everything is inline or a relative file (logos are PNGs in ``logos/``), so the folder can be
 zipped, mailed or served from anywhere. Text from the graph is HTML-escaped.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from hsg.atlas.steering import SteeringRun, check_sae, largest_shift, shift
 from hsg.concepts.motifs import FeatureMotif, save_logo
 from hsg.graph.concept_writes import atlas_features, top_activations
 
@@ -38,6 +41,8 @@ input#search{font-size:15px;padding:4px 8px;width:24em;margin:0.5em 0 1em}
 mark{background:#ffd54f}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto}
 .muted{color:#888}
+dl.run{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}
+dl.run dt{color:#666}dl.run dd{margin:0}
 """
 
 _SCRIPT = """
@@ -125,10 +130,18 @@ def _token_span(sequence: str, position: int) -> tuple[int, int]:
 
 
 def build_atlas(
-    driver, database: str, sae: str, out: Path, top_sequences: int = 5, log: Log | None = None
+    driver,
+    database: str,
+    sae: str,
+    out: Path,
+    top_sequences: int = 5,
+    log: Log | None = None,
+    steering: list[SteeringRun] | None = None,
 ) -> AtlasSummary:
     """Write the atlas of `sae` into `out` (created; existing atlas files are overwritten)."""
-    features = atlas_features(driver, database, sae)
+    steering = steering or []
+    check_sae(steering, sae)
+    features = _with_steered(atlas_features(driver, database, sae), steering)
     tops: dict[str, list[dict[str, Any]]] = {}
     ids = [f["feature"] for f in features]
     for i in range(0, len(ids), 500):
@@ -136,13 +149,45 @@ def build_atlas(
             tops.setdefault(r["feature"], []).append(r)
     if log:
         log(f"{len(features)} features with results")
-    return render_atlas(sae, features, tops, out)
+    return render_atlas(sae, features, tops, out, steering=steering)
+
+
+def _with_steered(
+    features: list[dict[str, Any]], steering: list[SteeringRun]
+) -> list[dict[str, Any]]:
+    """The graph's rows plus an empty row for each steering target the graph has no result
+    for, so that every steered feature gets a card."""
+    have = {f["feature"] for f in features}
+    extra: dict[str, dict[str, Any]] = {}
+    for run in steering:
+        for feature, rows in run.conditions.items():
+            if feature in have or feature in extra:
+                continue
+            extra[feature] = {
+                "feature": feature,
+                "index": int(rows[0]["index"]),
+                "consensus": None,
+                "pwm": None,
+                "central": [],
+                "detects": [],
+                "resembles": [],
+            }
+    return features + sorted(extra.values(), key=lambda f: f["index"])
 
 
 def render_atlas(
-    sae: str, features: list[dict[str, Any]], tops: dict[str, list[dict[str, Any]]], out: Path
+    sae: str,
+    features: list[dict[str, Any]],
+    tops: dict[str, list[dict[str, Any]]],
+    out: Path,
+    steering: list[SteeringRun] | None = None,
 ) -> AtlasSummary:
-    """Write the atlas from rows shaped like `atlas_features` / `top_activations` return."""
+    """Write the atlas from rows shaped like `atlas_features` / `top_activations` return,
+    with the steering results of `steering` (checked to be of `sae` before anything is
+    written)."""
+    steering = steering or []
+    check_sae(steering, sae)
+    features = _with_steered(features, steering)
     out.mkdir(parents=True, exist_ok=True)
     (out / "features").mkdir(exist_ok=True)
     labels = sorted({c["label"] for f in features for c in _clean(f["central"], "label")})
@@ -166,22 +211,26 @@ def render_atlas(
             b = (central.get(fc_pair[1]) or {}).get("pagerank") or 0.0
             if a or b:
                 fc = math.log2((a + PSEUDO) / (b + PSEUDO))
-        card = _card(f, central, detects, resembles, tops.get(f["feature"], []), logo, labels)
+        card = _card(
+            f, central, detects, resembles, tops.get(f["feature"], []), logo, labels, steering
+        )
         card_path = out / "features" / f"{f['index']}.html"
         card_path.write_text(card, encoding="utf-8")
         summary.files.append(str(card_path))
         rows.append((f, central, detects, resembles, fc))
-    index = _index(sae, rows, labels, fc_pair)
+    index = _index(sae, rows, labels, fc_pair, steering)
     (out / "index.html").write_text(index, encoding="utf-8")
     summary.files.insert(0, str(out / "index.html"))
     return summary
 
 
-def _index(sae: str, rows, labels: list[str], fc_pair) -> str:
+def _index(sae: str, rows, labels: list[str], fc_pair, steering: list[SteeringRun]) -> str:
     head = ["feature"] + [f"PageRank {lab}" for lab in labels]
     if fc_pair:
         head.append(f"log2 FC {fc_pair[0]}/{fc_pair[1]}")
     head += ["best concept", "F1", "best motif", "p-value"]
+    if steering:
+        head.append("steering: largest |Δ mean P|")
     body = []
     for f, central, detects, resembles, fc in rows:
         best_c = detects[0] if detects else {}
@@ -208,6 +257,12 @@ def _index(sae: str, rows, labels: list[str], fc_pair) -> str:
         text, key = _num(best_m.get("pvalue"))
         cells.append(f"<td data-v='{_e(motif)}'>{_e(motif)}</td>")
         cells.append(f"<td class='num' data-v='{key}'>{text}</td>")
+        if steering:
+            # shown signed, sorted by magnitude: a shift down matters as much as one up
+            value = largest_shift(steering, f["feature"])
+            key = "-1e300" if value is None else repr(abs(value))
+            text = "" if value is None else f"{value:+.3f}"
+            cells.append(f"<td class='num steer' data-v='{key}'>{text}</td>")
         body.append(f"<tr data-search='{_e(search)}'>{''.join(cells)}</tr>")
     table = (
         "<table id='features'><thead><tr>"
@@ -225,7 +280,57 @@ def _index(sae: str, rows, labels: list[str], fc_pair) -> str:
     return _page(f"hsg atlas — {sae}", content, _SCRIPT)
 
 
-def _card(f, central, detects, resembles, tops, logo, labels) -> str:
+def _steering_section(feature: str, steering: list[SteeringRun]) -> str:
+    """One table per run that steered `feature`, under the run's model/SAE/classifier."""
+    parts = []
+    for run in steering:
+        rows = run.conditions.get(feature)
+        if not rows:
+            continue
+        p = run.provenance
+        base = run.baseline
+        ckpt = str(p.get("model_checkpoint_hash"))[:12]
+        meta = [
+            ("results", run.source),
+            ("model", f"{p.get('model_id')} (checkpoint {ckpt})"),
+            ("SAE", p.get("sae_id")),
+            ("classifier", f"{p.get('classifier')} ({p.get('classifier_input')}, weights "
+             f"{str(p.get('classifier_weights_sha256'))[:12]})"),
+            ("positive label", p.get("positive_label")),
+            ("route", run.route),
+            ("held-out sequences", run.n_sequences),
+            ("baseline", f"mean P {_num(base.get('mean_prob'))[0]}, AUROC "
+             f"{_num(base.get('auroc'))[0]}"),
+        ]  # fmt: skip
+        items = []
+        for r in rows:
+            cells = [f"<td>{_e(r.get('label'))}</td>", f"<td>{_e(r.get('kind'))}</td>"]
+            for key in ("min_act", "alpha"):
+                text, v = _num(r.get(key))
+                cells.append(f"<td class='num' data-v='{v}'>{text}</td>")
+            s = shift(r)
+            cells.append(
+                f"<td class='num' data-v='{'' if s is None else repr(s)}'>"
+                f"{'' if s is None else f'{s:+.4f}'}</td>"
+            )
+            for key in ("mean_prob", "auroc", "delta_auroc", "flipped", "mean_abs_delta_prob"):
+                text, v = _num(r.get(key), 4)
+                cells.append(f"<td class='num' data-v='{v}'>{text}</td>")
+            items.append(f"<tr class='condition'>{''.join(cells)}</tr>")
+        parts.append(
+            "<dl class='run'>"
+            + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta)
+            + "</dl><table class='steering'><tr><th>condition</th><th>intervention</th>"
+            "<th>δ (floor)</th><th>α (gain)</th><th>Δ mean P(positive)</th>"
+            "<th>mean P(positive)</th><th>AUROC</th><th>Δ AUROC</th><th>flipped</th>"
+            f"<th>mean |ΔP|</th></tr>{''.join(items)}</table>"
+        )
+    if not parts:
+        return ""
+    return "<h2>Steering</h2>" + "".join(parts)
+
+
+def _card(f, central, detects, resembles, tops, logo, labels, steering=()) -> str:
     parts = [f"<p><a href='../index.html'>← atlas</a></p><h1>{_e(f['feature'])}</h1>"]
     if logo:
         parts.append(f"<img src='../{_e(logo)}' alt='logo of feature {_e(f['index'])}'>")
@@ -276,6 +381,7 @@ def _card(f, central, detects, resembles, tops, logo, labels) -> str:
             "<h2>JASPAR matches (Tomtom)</h2><table><tr><th>name</th><th>matrix</th>"
             f"<th>p</th><th>q</th><th>strand</th></tr>{items}</table>"
         )
+    parts.append(_steering_section(f["feature"], list(steering)))
     cypher = (
         f":param feature => {json.dumps(f['feature'])}\n"
         "MATCH (f:Feature {id: $feature})-[r:DETECTS|RESEMBLES|CENTRALITY]->(n)\n"

@@ -221,10 +221,22 @@ def motifs(settings, sae, shards, regions, model, sae_dir, device, allow_model_m
     show_default=True,
     help="Folder of the atlas; open its index.html.",
 )
-def atlas(settings, sae, top_sequences, out) -> None:
+@click.option("--steering", "steering", multiple=True, type=click.Path(path_type=Path), help="Results of `hsg steer` (its --out folder or metrics.json) for the same SAE; their numbers go on the targets' cards. Repeatable.")  # fmt: skip
+def atlas(settings, sae, top_sequences, out, steering) -> None:
     """A static, offline HTML feature atlas from the graph."""
     from hsg.api import atlas as run
+    from hsg.atlas.steering import SteeringResultsError
 
     with _errors():
-        result = run(out, connection=settings, sae=sae, top_sequences=top_sequences, log=_log)
+        try:
+            result = run(
+                out,
+                connection=settings,
+                sae=sae,
+                top_sequences=top_sequences,
+                steering=steering,
+                log=_log,
+            )
+        except SteeringResultsError as exc:
+            raise click.UsageError(f"--steering: {exc}") from exc
     click.echo(f"{result.features} features, {result.logos} logos: open {result.index}")
