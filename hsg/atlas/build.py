@@ -239,6 +239,7 @@ def _index(sae: str, rows, labels: list[str], fc_pair, steering: list[SteeringRu
             [str(f["feature"]), str(f["index"]), f.get("consensus") or ""]
             + [d.get("concept") or "" for d in detects]
             + [f"{m.get('name') or ''} {m.get('motif') or ''}" for m in resembles]
+            + (["steered"] if any(f["feature"] in r.conditions for r in steering) else [])
         ).lower()
         cells = [
             f"<td data-v='{f['index']}'><a href='features/{f['index']}.html'>"

@@ -138,6 +138,9 @@ def test_cards_carry_the_files_numbers(run, tmp_path):
         best = max((c["delta_mean_prob"] for c in doc["conditions"] if c["index"] == i), key=abs)
         assert float(keys[str(i)]) == abs(best)
     assert keys[str(UNRELATED)] == "-1e300"
+    # "steered" in the search box keeps exactly the targets
+    searchable = re.findall(r"<tr data-search='([^']*)'>", index)
+    assert sum("steered" in s for s in searchable) == len(STEERED)
 
 
 def test_no_steering_no_column(run, tmp_path):
