@@ -10,7 +10,12 @@ with hsg): --features latents, --active per token (TopK-like), feature popularit
 (a few features fire often, most rarely, as in trained SAEs), gamma-distributed values.
 
 * vectorised: `hsg.concepts.f1.concept_f1` — both splits, threshold choice, test scores;
-  run --repeat times, the median is reported;
+  run --repeat times, the median is reported (the speed-up uses it). With numba installed
+  (``--engine auto``, the default) it counts with the compiled kernels of
+  `hsg.concepts.kernels`; their JIT compile (or load from numba's on-disk cache in
+  __pycache__) is timed first, on a tiny input, and printed on its own line — it is paid
+  once per process, not per run. The numpy/scipy engine is timed too (--numpy-repeat runs)
+  and its results must be identical to the kernels';
 * loop: `split_counts_loop` — per feature and threshold, the tokens above it index the label
   matrix (sparse row sums over concepts), on both splits. By default it runs over **every**
   feature, so nothing is scaled. With --loop-features m it runs on m features spaced evenly
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         help="time the loop on this many evenly spaced features (0: all)",
     )
     ap.add_argument("--repeat", type=int, default=3, help="vectorised runs (median)")
+    ap.add_argument("--engine", choices=("auto", "numba", "numpy"), default="auto")
+    ap.add_argument("--numpy-repeat", type=int, default=1, help="numpy-engine runs (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args(argv)  # fmt: skip
@@ -104,16 +111,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(labels.concepts)} concepts {kinds}, {labels.matrix.nnz} labelled token pairs; "
           f"{matrix.nnz} activations (≤ {args.active}/token, synthetic)")  # fmt: skip
 
+    import hsg.concepts.f1 as f1_module
+
     config = ConceptConfig()
+    engine = args.engine
+    if engine == "auto":
+        engine = "numpy" if f1_module._kernels is None else "numba"
+    jit = None
+    if engine == "numba":  # compile (or load the cached kernels) on a tiny input
+        tiny = TokenActivations(index, matrix[:, :2], ["a", "b"])
+        tiny_labels = type(labels)(labels.concepts[:1], labels.matrix[:, :1])
+        t = time.perf_counter()
+        concept_f1(tiny, tiny_labels, config, engine="numba")
+        jit = time.perf_counter() - t
+        print(f"numba first call (JIT compile or cache load, + a tiny run): {jit:.2f} s, "
+              "once per process; not in the times below")  # fmt: skip
     runs = []
     for _ in range(max(1, args.repeat)):
         t = time.perf_counter()
-        result = concept_f1(acts, labels, config)
+        result = concept_f1(acts, labels, config, engine=engine)
         runs.append(time.perf_counter() - t)
     vec = float(np.median(runs))
-    print(f"vectorised: {vec:.2f} s (median of {', '.join(f'{r:.2f}' for r in runs)}) for "
-          f"{args.features} features × {len(labels.concepts)} concepts × "
+    print(f"vectorised ({engine}): {vec:.2f} s (median of {', '.join(f'{r:.2f}' for r in runs)})"
+          f" for {args.features} features × {len(labels.concepts)} concepts × "
           f"{len(config.thresholds)} thresholds, both splits")  # fmt: skip
+    numpy_runs = []
+    if engine == "numba" and args.numpy_repeat > 0:
+        for _ in range(args.numpy_repeat):
+            t = time.perf_counter()
+            other = concept_f1(acts, labels, config, engine="numpy")
+            numpy_runs.append(time.perf_counter() - t)
+        for name in ("step", "select_f1", "f1", "precision", "recall", "tp"):
+            if not np.array_equal(getattr(result, name), getattr(other, name)):
+                print(f"MISMATCH between the numba and numpy engines: {name}", file=sys.stderr)
+                return 1
+        print(f"numpy engine: {np.median(numpy_runs):.2f} s (median of "
+              f"{', '.join(f'{r:.2f}' for r in numpy_runs)}); results identical")  # fmt: skip
 
     m = args.features if args.loop_features <= 0 else min(args.loop_features, args.features)
     sample = np.unique(np.linspace(0, args.features - 1, m).round().astype(np.int64))
@@ -127,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         slow = split_counts_loop(sub[r], labels.matrix[r], fmax, config.thresholds)
         loop += time.perf_counter() - t
-        fast = split_counts(sub[r], labels.matrix[r], fmax, config.thresholds)
+        fast = split_counts(sub[r], labels.matrix[r], fmax, config.thresholds, engine=engine)
         if not (np.array_equal(slow.tp, fast.tp) and np.array_equal(slow.predicted,
                                                                     fast.predicted)):  # fmt: skip
             print(f"MISMATCH between the loop and the sparse product on {name}", file=sys.stderr)
@@ -147,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "windows": len(loci), "tokens": n, "features": args.features,
             "concepts": len(labels.concepts), "activations": int(matrix.nnz),
+            "engine": engine, "jit_first_call_s": jit, "numpy_engine_runs_s": numpy_runs,
             "vectorised_s": vec, "vectorised_runs_s": runs, "loop_s": loop_all,
             "loop_features_measured": m, "load_average": load,
             "speedup": loop_all / vec}, indent=2))  # fmt: skip

@@ -33,6 +33,13 @@ import scipy.sparse as sp
 
 from hsg.concepts.data import ConceptLabels, TokenActivations, split_rows
 
+try:  # optional compiled kernels (numba comes with the `motifs` extra)
+    from hsg.concepts import kernels as _kernels
+except ImportError:  # pragma: no cover - depends on the environment
+    _kernels = None
+
+ENGINES = ("auto", "numba", "numpy")
+
 DEFAULT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -254,6 +261,27 @@ def _concept_block(n_concepts: int, k: int, n_features: int) -> int:
     return max(1, min(n_concepts, (1 << 20) // max(1, (k + 1) * n_features)))
 
 
+def _use_numba(engine: str) -> bool:
+    """Whether to count with the numba kernels: ``auto`` when numba imports, ``numba``
+    always (an error without it), ``numpy`` never. Both give identical results."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "numba" and _kernels is None:
+        raise RuntimeError("engine='numba' needs numba (pip install 'hsg[motifs]')")
+    return _kernels is not None and engine != "numpy"
+
+
+def _kernel_split(
+    values: sp.spmatrix, feature_max: np.ndarray, grid: np.ndarray
+) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """(CSR activations, steps cleared per stored entry, predicted [K, F]) for the kernels."""
+    csr = sp.csr_matrix(values)
+    data = csr.data if csr.data.dtype.kind in "fiu" else csr.data.astype(np.float64)
+    steps = _kernels.steps_cleared(csr.indices, data, feature_max, grid)
+    predicted = _kernels.predicted_counts(csr.indices, steps, csr.shape[1], len(grid))
+    return csr, steps, predicted
+
+
 def _label_columns(labels: sp.spmatrix) -> sp.csc_matrix:
     """The label matrix by concept (CSC), only its true entries."""
     lab = sp.csc_matrix(labels, dtype=bool, copy=True)
@@ -267,14 +295,26 @@ def split_counts(
     feature_max: np.ndarray,
     grid: Sequence[float],
     block: int | None = None,
+    engine: str = "auto",
 ) -> SplitCounts:
     """True positives and predictions of every (feature, step, concept) on these rows.
 
     ``tp = Lᵀ B`` (`_concept_counts`), ``block`` concepts at a time (default: sized so
-    a block's dense counts stay ~8 MB), laid out as [F, K, C] int32.
+    a block's dense counts stay ~8 MB), laid out as [F, K, C] int32; or with the numba
+    kernels one concept at a time (`hsg.concepts.kernels`), the same numbers.
     """
     g = np.asarray(grid, dtype=np.float64)
     k = len(g)
+    feature_max = np.ascontiguousarray(feature_max, dtype=np.float64)
+    positives = np.asarray(labels.sum(axis=0)).ravel().astype(np.int64)
+    if _use_numba(engine):
+        csr, steps, predicted = _kernel_split(values, feature_max, g)
+        lab = _label_columns(labels)
+        tp = _kernels.all_counts(
+            csr.indptr, csr.indices, steps, lab.indptr, lab.indices, csr.shape[1], k
+        )
+        predicted = np.ascontiguousarray(predicted.T)
+        return SplitCounts(tp, predicted, positives, int(values.shape[0]))
     csr = sp.csr_matrix(values)
     n_features, n_concepts = csr.shape[1], labels.shape[1]
     b, predicted = _bin_matrix(csr, feature_max, g)
@@ -286,7 +326,6 @@ def split_counts(
         hi = min(lo + block, n_concepts)
         tp[:, :, lo:hi] = _concept_counts(b, lab, lo, hi, k).transpose(2, 1, 0)
     predicted = np.ascontiguousarray(predicted.T)
-    positives = np.asarray(labels.sum(axis=0)).ravel().astype(np.int64)
     return SplitCounts(tp, predicted, positives, int(values.shape[0]))
 
 
@@ -306,9 +345,14 @@ def concept_f1(
     labels: ConceptLabels,
     config: ConceptConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: str = "auto",
 ) -> ConceptResult:
-    """Score every feature against every concept (see the module docstring)."""
+    """Score every feature against every concept (see the module docstring).
+
+    ``engine``: ``auto`` counts with the numba kernels when numba imports, else with
+    numpy/scipy; ``numba`` / ``numpy`` force one. The results are identical."""
     config = config or ConceptConfig()
+    use_numba = _use_numba(engine)
     index = activations.index
     if labels.matrix.shape[0] != index.n_tokens:
         raise ValueError(
@@ -321,17 +365,87 @@ def concept_f1(
             "concept F1 needs sequences in both (use more sequences or another --select-fraction)"
         )
     grid = np.asarray(config.thresholds, dtype=np.float64)
-    k = len(grid)
     sel_values = activations.values[parts["select"]]
     feature_max = _column_max(sp.csr_matrix(sel_values)).astype(np.float64)
-    n_features, n_concepts = sel_values.shape[1], labels.matrix.shape[1]
+    n_features = sel_values.shape[1]
+    pick = _select_and_test_numba if use_numba else _select_and_test_numpy
+    step, select_f1, tp, pred_test, pos_test = pick(
+        sel_values, activations.values[parts["test"]], labels.matrix, parts, feature_max,
+        grid, progress,
+    )  # fmt: skip
+    predicted = pred_test.T[np.arange(n_features)[:, None], step]
+    precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
+    seq_rows = index.sequence_of_row()
+    return ConceptResult(
+        config=config,
+        feature_ids=list(activations.feature_ids),
+        concepts=list(labels.concepts),
+        feature_max=feature_max,
+        step=step,
+        select_f1=select_f1,
+        f1=f1,
+        precision=precision,
+        recall=recall,
+        tp=tp,
+        support=pos_test,
+        tokens={k: len(v) for k, v in parts.items()},
+        sequences={k: int(np.count_nonzero(np.bincount(seq_rows[v]))) for k, v in parts.items()},
+    )
+
+
+def _select_and_test_numba(
+    sel_values: sp.spmatrix,
+    test_values: sp.spmatrix,
+    labels: sp.spmatrix,
+    parts: dict[str, np.ndarray],
+    feature_max: np.ndarray,
+    grid: np.ndarray,
+    progress: Callable[[str], None] | None,
+) -> tuple:
+    """(step, select F1, test tp) [F, C], test predicted [K, F], test positives [C] by the
+    compiled kernels: each concept counted in one cache-sized table (`hsg.concepts.kernels`)."""
+    out = {}
+    for name, values in (("select", sel_values), ("test", test_values)):
+        if progress:
+            progress(f"binning the {name} split ({len(parts[name])} tokens)")
+        csr, steps, predicted = _kernel_split(values, feature_max, grid)
+        rows = labels[parts[name]]
+        positives = np.asarray(rows.sum(axis=0)).ravel().astype(np.int64)
+        out[name] = (csr, steps, predicted, _label_columns(rows), positives)
+    csr, steps, predicted, lab, positives = out["select"]
+    if progress:
+        progress(f"select split: best step of {lab.shape[1]} concepts")
+    step_cf, best_cf = _kernels.select_best(
+        csr.indptr, csr.indices, steps, lab.indptr, lab.indices, positives, predicted
+    )
+    csr, steps, pred_test, lab, pos_test = out["test"]
+    if progress:
+        progress("test split: counts at the chosen steps")
+    tp_cf = _kernels.test_at_step(csr.indptr, csr.indices, steps, lab.indptr, lab.indices, step_cf)
+    step = np.ascontiguousarray(step_cf.T, dtype=np.intp)
+    return step, np.ascontiguousarray(best_cf.T), np.ascontiguousarray(tp_cf.T), pred_test, pos_test
+
+
+def _select_and_test_numpy(
+    sel_values: sp.spmatrix,
+    test_values: sp.spmatrix,
+    labels: sp.spmatrix,
+    parts: dict[str, np.ndarray],
+    feature_max: np.ndarray,
+    grid: np.ndarray,
+    progress: Callable[[str], None] | None,
+) -> tuple:
+    """The same as `_select_and_test_numba` with numpy/scipy: blocks of concepts counted by
+    sparse row gathers and one bincount (`_concept_counts`), F1 plane by plane."""
+    k = len(grid)
+    n_features, n_concepts = sel_values.shape[1], labels.shape[1]
     split = {}
     for name in ("select", "test"):
         if progress:
             progress(f"binning the {name} split ({len(parts[name])} tokens)")
-        values = sel_values if name == "select" else activations.values[parts[name]]
+        values = sel_values if name == "select" else test_values
         b, predicted = _bin_matrix(sp.csr_matrix(values), feature_max, grid)
-        rows = labels.matrix[parts[name]]
+        rows = labels[parts[name]]
         positives = np.asarray(rows.sum(axis=0)).ravel().astype(np.int64)
         split[name] = (b, _label_columns(rows), predicted, positives)
     b_sel, lab_sel, pred_sel, pos_sel = split["select"]
@@ -373,25 +487,7 @@ def concept_f1(
         counts = _concept_counts(b_test, lab_test, lo, hi, k)
         picked = np.take_along_axis(counts, arg[:, None, :].astype(np.intp), axis=1)
         tp[:, lo:hi] = picked[:, 0, :].T
-    del split, b_sel, b_test
-    predicted = pred_test.T[np.arange(n_features)[:, None], step]
-    precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
-    seq_rows = index.sequence_of_row()
-    return ConceptResult(
-        config=config,
-        feature_ids=list(activations.feature_ids),
-        concepts=list(labels.concepts),
-        feature_max=feature_max,
-        step=step,
-        select_f1=select_f1,
-        f1=f1,
-        precision=precision,
-        recall=recall,
-        tp=tp,
-        support=pos_test,
-        tokens={k: len(v) for k, v in parts.items()},
-        sequences={k: int(np.count_nonzero(np.bincount(seq_rows[v]))) for k, v in parts.items()},
-    )
+    return step, select_f1, tp, pred_test, pos_test
 
 
 def split_counts_loop(

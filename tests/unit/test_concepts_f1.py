@@ -204,3 +204,71 @@ def test_steps_cleared_equal_exact_comparisons(grid):
     expect[peak <= 0] = 0
     got = _steps_cleared(matrix, peaks.astype(np.float32).astype(np.float64), g)
     assert np.array_equal(got, expect)
+
+
+needs_numba = pytest.mark.skipif(
+    __import__("hsg.concepts.f1", fromlist=["_kernels"])._kernels is None,
+    reason="numba not installed (the `motifs` extra)",
+)
+
+
+@needs_numba
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize(
+    "grid", [(0.0, 0.25, 0.5, 0.75), (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+)
+def test_numba_and_numpy_engines_are_identical(ties, grid):
+    """The compiled kernels choose the same steps and give bit-equal scores and counts."""
+    acts, labels, _ = _random_case(n_seq=60, n_features=9, n_concepts=5, ties=ties)
+    config = ConceptConfig(thresholds=grid)
+    a = concept_f1(acts, labels, config, engine="numpy")
+    b = concept_f1(acts, labels, config, engine="numba")
+    for name in ("feature_max", "step", "select_f1", "f1", "precision", "recall", "tp"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name
+    assert np.array_equal(a.support, b.support)
+    assert a.tokens == b.tokens and a.sequences == b.sequences
+
+
+@needs_numba
+def test_numba_split_counts_equal_numpy_and_loop():
+    acts, labels, _ = _random_case(n_seq=15, ties=True)
+    grid = (0.0, 0.25, 0.5, 0.75)
+    fmax = np.asarray(acts.values.max(axis=0).toarray()).ravel().astype(float)
+    fmax[1] = 0.0  # a feature that never counts
+    a = split_counts(acts.values, labels.matrix, fmax, grid, engine="numba")
+    b = split_counts(acts.values, labels.matrix, fmax, grid, engine="numpy")
+    c = split_counts_loop(acts.values, labels.matrix, fmax, grid)
+    for x in (b, c):
+        assert np.array_equal(a.tp, x.tp)
+        assert np.array_equal(a.predicted, x.predicted)
+        assert np.array_equal(a.positives, x.positives)
+
+
+@needs_numba
+def test_numba_steps_equal_the_bucketed_numpy_steps():
+    import scipy.sparse as sp
+
+    from hsg.concepts import kernels
+    from hsg.concepts.f1 import _steps_cleared
+
+    g = np.array([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0])
+    peaks = np.array([1.2, 3.0, 1e-30, 0.0, -2.0, np.nan])
+    values = (rng.random((400, 1)) * 1.3 - 0.1) * np.nan_to_num(peaks)[None, :]
+    values[:5, 0] = np.float32(0.3) * np.arange(1, 6)  # ties with 0.25/0.5/0.75 × 1.2
+    values[5, 1] = np.nan
+    matrix = sp.csr_matrix(values.astype(np.float32))
+    got = kernels.steps_cleared(matrix.indices, matrix.data, peaks, g)
+    assert np.array_equal(got, _steps_cleared(matrix, peaks, g))
+
+
+def test_unknown_or_unavailable_engine_is_refused(monkeypatch):
+    import hsg.concepts.f1 as f1
+
+    acts, labels, _ = _random_case(n_seq=10)
+    with pytest.raises(ValueError, match="engine"):
+        concept_f1(acts, labels, engine="cuda")
+    monkeypatch.setattr(f1, "_kernels", None)
+    with pytest.raises(RuntimeError, match="numba"):
+        concept_f1(acts, labels, engine="numba")
+    concept_f1(acts, labels)  # auto falls back to numpy
