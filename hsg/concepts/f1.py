@@ -145,6 +145,21 @@ _BUCKETS = 4096  # ratio buckets of `_steps_cleared` (a few of them hold a grid 
 _MARGIN = 1e-5  # far wider than float32 rounding of activation × (buckets / max)
 
 
+def _bucket_table(grid: np.ndarray, m: int) -> np.ndarray:
+    """Steps cleared by every ratio activation / max in each of m + 2 buckets, or -1 where
+    a grid value (± a margin far wider than any rounding of the ratio) lies in the bucket.
+    Bucket i (1..m) holds ratios in [(i-1)/m, i/m); 0 holds negatives, m+1 ratios ≥ 1."""
+    dtype = np.int8 if len(grid) < 127 else np.int16
+    edges = np.arange(m + 2, dtype=np.float64)
+    lo = np.concatenate([[-np.inf], (edges[1:-1] - 1) / m, [1.0]]) - _MARGIN
+    hi = np.concatenate([[0.0], edges[1:-1] / m, [np.inf]]) + _MARGIN
+    sure = np.searchsorted(grid, lo, side="left").astype(dtype)  # steps with g < lo
+    most = np.searchsorted(grid, hi, side="left").astype(dtype)
+    if len(grid) and grid[0] < 0:  # a step every activation clears, even where max ≤ 0
+        most[:] = -1
+    return np.where(sure == most, sure, -1).astype(dtype)  # -1: count exactly
+
+
 def _steps_cleared(
     values: sp.csr_matrix,
     feature_max: np.ndarray,
@@ -164,16 +179,8 @@ def _steps_cleared(
     grid = np.asarray(grid, dtype=np.float64)
     cols = values.indices.astype(np.intp) if cols is None else cols
     m = _BUCKETS
-    dtype = np.int8 if len(grid) < 127 else np.int16
-    # bucket i (1..m) holds ratios in [(i-1)/m, i/m); 0 holds negatives, m+1 ratios ≥ 1
-    edges = np.arange(m + 2, dtype=np.float64)
-    lo = np.concatenate([[-np.inf], (edges[1:-1] - 1) / m, [1.0]]) - _MARGIN
-    hi = np.concatenate([[0.0], edges[1:-1] / m, [np.inf]]) + _MARGIN
-    sure = np.searchsorted(grid, lo, side="left").astype(dtype)  # steps with g < lo
-    most = np.searchsorted(grid, hi, side="left").astype(dtype)
-    if len(grid) and grid[0] < 0:  # a step every activation clears, even where max ≤ 0
-        most[:] = -1
-    table = np.where(sure == most, sure, -1).astype(dtype)  # -1: count exactly
+    table = _bucket_table(grid, m)
+    dtype = table.dtype
     with np.errstate(divide="ignore"):
         scale = np.where(feature_max > 0, m / feature_max, 0.0).astype(np.float32)
     y = values.data * scale.take(cols)  # activation / max × m, float32
@@ -271,15 +278,22 @@ def _use_numba(engine: str) -> bool:
     return _kernels is not None and engine != "numpy"
 
 
-def _kernel_split(
-    values: sp.spmatrix, feature_max: np.ndarray, grid: np.ndarray
-) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """(CSR activations, steps cleared per stored entry, predicted [K, F]) for the kernels."""
-    csr = sp.csr_matrix(values)
+def _kernel_bins(
+    csr: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray, row_split: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(key ``steps·F + feature`` per stored entry, predicted [2, K, F] of the select and
+    test rows). Keys are 2 bytes where (K+1)·F fits: the counting reads them at random."""
+    n_features, k = csr.shape[1], len(grid)
     data = csr.data if csr.data.dtype.kind in "fiu" else csr.data.astype(np.float64)
-    steps = _kernels.steps_cleared(csr.indices, data, feature_max, grid)
-    predicted = _kernels.predicted_counts(csr.indices, steps, csr.shape[1], len(grid))
-    return csr, steps, predicted
+    width = (k + 2) * n_features  # (step K+1 marks entries still to compare exactly)
+    dtype = np.uint16 if width <= 1 << 16 else np.int32 if width < 1 << 31 else np.int64
+    keys = np.empty(len(csr.indices), dtype=dtype)
+    predicted = np.empty((2, k, n_features), dtype=np.int64)
+    table = _bucket_table(grid, _BUCKETS)
+    _kernels.bin_keys(
+        csr.indptr, csr.indices, data, feature_max, grid, table, row_split, keys, predicted
+    )
+    return keys, predicted
 
 
 def _label_columns(labels: sp.spmatrix) -> sp.csc_matrix:
@@ -308,12 +322,15 @@ def split_counts(
     feature_max = np.ascontiguousarray(feature_max, dtype=np.float64)
     positives = np.asarray(labels.sum(axis=0)).ravel().astype(np.int64)
     if _use_numba(engine):
-        csr, steps, predicted = _kernel_split(values, feature_max, g)
+        csr = sp.csr_matrix(values)
+        row_split = np.zeros(csr.shape[0], dtype=np.int8)  # every row in "split" 0
+        keys, predicted = _kernel_bins(csr, feature_max, g, row_split)
         lab = _label_columns(labels)
         tp = _kernels.all_counts(
-            csr.indptr, csr.indices, steps, lab.indptr, lab.indices, csr.shape[1], k
+            csr.indptr, keys, lab.indptr, lab.indices, row_split, 0, k, csr.shape[1]
         )
-        predicted = np.ascontiguousarray(predicted.T)
+        tp = np.ascontiguousarray(tp.transpose(2, 1, 0))
+        predicted = np.ascontiguousarray(predicted[0].T)
         return SplitCounts(tp, predicted, positives, int(values.shape[0]))
     csr = sp.csr_matrix(values)
     n_features, n_concepts = csr.shape[1], labels.shape[1]
@@ -365,14 +382,18 @@ def concept_f1(
             "concept F1 needs sequences in both (use more sequences or another --select-fraction)"
         )
     grid = np.asarray(config.thresholds, dtype=np.float64)
-    sel_values = activations.values[parts["select"]]
-    feature_max = _column_max(sp.csr_matrix(sel_values)).astype(np.float64)
-    n_features = sel_values.shape[1]
-    pick = _select_and_test_numba if use_numba else _select_and_test_numpy
-    step, select_f1, tp, pred_test, pos_test = pick(
-        sel_values, activations.values[parts["test"]], labels.matrix, parts, feature_max,
-        grid, progress,
-    )  # fmt: skip
+    n_features = activations.values.shape[1]
+    if use_numba:
+        feature_max, step, select_f1, tp, pred_test, pos_test = _select_and_test_numba(
+            activations.values, labels.matrix, parts, grid, progress
+        )
+    else:
+        sel_values = activations.values[parts["select"]]
+        feature_max = _column_max(sp.csr_matrix(sel_values)).astype(np.float64)
+        step, select_f1, tp, pred_test, pos_test = _select_and_test_numpy(
+            sel_values, activations.values[parts["test"]], labels.matrix, parts, feature_max,
+            grid, progress,
+        )  # fmt: skip
     predicted = pred_test.T[np.arange(n_features)[:, None], step]
     precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
     seq_rows = index.sequence_of_row()
@@ -394,36 +415,51 @@ def concept_f1(
 
 
 def _select_and_test_numba(
-    sel_values: sp.spmatrix,
-    test_values: sp.spmatrix,
+    values: sp.spmatrix,
     labels: sp.spmatrix,
     parts: dict[str, np.ndarray],
-    feature_max: np.ndarray,
     grid: np.ndarray,
     progress: Callable[[str], None] | None,
 ) -> tuple:
-    """(step, select F1, test tp) [F, C], test predicted [K, F], test positives [C] by the
-    compiled kernels: each concept counted in one cache-sized table (`hsg.concepts.kernels`)."""
-    out = {}
-    for name, values in (("select", sel_values), ("test", test_values)):
-        if progress:
-            progress(f"binning the {name} split ({len(parts[name])} tokens)")
-        csr, steps, predicted = _kernel_split(values, feature_max, grid)
-        rows = labels[parts[name]]
-        positives = np.asarray(rows.sum(axis=0)).ravel().astype(np.int64)
-        out[name] = (csr, steps, predicted, _label_columns(rows), positives)
-    csr, steps, predicted, lab, positives = out["select"]
+    """(feature max [F] on select; step, select F1, test tp [F, C]; test predicted [K, F];
+    test positives [C]) by the compiled kernels (`hsg.concepts.kernels`): each concept
+    counted in one cache-sized table, straight from the whole matrices and a per-row split
+    code (no split is copied out)."""
+    csr = sp.csr_matrix(values)
+    n_features = csr.shape[1]
+    row_split = np.full(csr.shape[0], -1, dtype=np.int8)
+    row_split[parts["select"]] = 0
+    row_split[parts["test"]] = 1
     if progress:
-        progress(f"select split: best step of {lab.shape[1]} concepts")
-    step_cf, best_cf = _kernels.select_best(
-        csr.indptr, csr.indices, steps, lab.indptr, lab.indices, positives, predicted
+        progress(f"binning {csr.nnz} activations")
+    data = csr.data if csr.data.dtype.kind in "fiu" else csr.data.astype(np.float64)
+    feature_max = _kernels.column_max(
+        csr.indptr, csr.indices, data, row_split, len(parts["select"]), n_features
     )
-    csr, steps, pred_test, lab, pos_test = out["test"]
+    keys, predicted = _kernel_bins(csr, feature_max, grid, row_split)
+    lab = _label_columns(labels)
+    positives = _kernels.split_positives(lab.indptr, lab.indices, row_split)
+    n_concepts = lab.shape[1]
+    if progress:
+        progress(f"select split: best step of {n_concepts} concepts")
+    step_cf = np.empty((n_concepts, n_features), dtype=np.int8 if len(grid) < 127 else np.int16)
+    f1_cf = np.empty((n_concepts, n_features), dtype=np.float32)
+    _kernels.select_best(
+        csr.indptr, keys, lab.indptr, lab.indices, row_split, positives[0], predicted[0],
+        step_cf, f1_cf,
+    )  # fmt: skip
     if progress:
         progress("test split: counts at the chosen steps")
-    tp_cf = _kernels.test_at_step(csr.indptr, csr.indices, steps, lab.indptr, lab.indices, step_cf)
-    step = np.ascontiguousarray(step_cf.T, dtype=np.intp)
-    return step, np.ascontiguousarray(best_cf.T), np.ascontiguousarray(tp_cf.T), pred_test, pos_test
+    tp_cf = np.zeros((n_concepts, n_features), dtype=np.int32)
+    _kernels.test_at_step(
+        csr.indptr, keys, lab.indptr, lab.indices, row_split, len(grid), step_cf, tp_cf
+    )
+    out = []
+    for src, dtype in ((step_cf, np.intp), (f1_cf, np.float32), (tp_cf, np.int32)):
+        dst = np.empty((n_features, n_concepts), dtype=dtype)
+        _kernels.transpose_into(src, dst)
+        out.append(dst)
+    return (feature_max, *out, predicted[1], positives[1])
 
 
 def _select_and_test_numpy(

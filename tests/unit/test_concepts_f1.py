@@ -204,6 +204,12 @@ def test_steps_cleared_equal_exact_comparisons(grid):
     expect[peak <= 0] = 0
     got = _steps_cleared(matrix, peaks.astype(np.float32).astype(np.float64), g)
     assert np.array_equal(got, expect)
+    import hsg.concepts.f1 as f1
+
+    if f1._kernels is not None:  # the compiled guess-and-correct steps, on the same values
+        row_split = np.zeros(matrix.shape[0], dtype=np.int8)
+        keys, _ = f1._kernel_bins(matrix, peaks.astype(np.float32).astype(np.float64), g, row_split)
+        assert np.array_equal(keys // len(peaks), expect)
 
 
 needs_numba = pytest.mark.skipif(
@@ -249,8 +255,7 @@ def test_numba_split_counts_equal_numpy_and_loop():
 def test_numba_steps_equal_the_bucketed_numpy_steps():
     import scipy.sparse as sp
 
-    from hsg.concepts import kernels
-    from hsg.concepts.f1 import _steps_cleared
+    from hsg.concepts.f1 import _kernel_bins, _steps_cleared
 
     g = np.array([-0.5, 0.0, 0.25, 0.5, 0.75, 1.0])
     peaks = np.array([1.2, 3.0, 1e-30, 0.0, -2.0, np.nan])
@@ -258,8 +263,41 @@ def test_numba_steps_equal_the_bucketed_numpy_steps():
     values[:5, 0] = np.float32(0.3) * np.arange(1, 6)  # ties with 0.25/0.5/0.75 × 1.2
     values[5, 1] = np.nan
     matrix = sp.csr_matrix(values.astype(np.float32))
-    got = kernels.steps_cleared(matrix.indices, matrix.data, peaks, g)
-    assert np.array_equal(got, _steps_cleared(matrix, peaks, g))
+    peak = peaks[matrix.indices]
+    row_split = np.tile(np.array([0, 1, -1], dtype=np.int8), 134)[: matrix.shape[0]]
+    for grid in (g,):
+        keys, predicted = _kernel_bins(matrix, peaks, grid, row_split)
+        steps, features = np.divmod(keys.astype(np.int64), len(peaks))
+        assert np.array_equal(features, matrix.indices)
+        exact = sum((matrix.data.astype(np.float64) > t * peak).astype(int) for t in grid)
+        exact[~(peak > 0)] = 0
+        assert np.array_equal(steps, exact)
+        assert np.array_equal(steps, _steps_cleared(matrix, peaks, grid))
+        entry_split = np.repeat(row_split, np.diff(matrix.indptr))
+        for part in (0, 1):
+            for s in range(len(grid)):
+                chosen = (entry_split == part) & (steps > s)
+                expect = np.bincount(matrix.indices[chosen], minlength=len(peaks))
+                assert np.array_equal(predicted[part, s], expect)
+
+
+@needs_numba
+def test_numba_column_max_equals_numpy():
+    import scipy.sparse as sp
+
+    from hsg.concepts import kernels
+    from hsg.concepts.f1 import _column_max
+
+    dense = rng.random((50, 6)).astype(np.float32) - 0.7
+    dense[dense < -0.3] = 0  # implicit zeros in some columns
+    dense[:, 1] = -rng.random(50) - 0.1  # all negative, stored everywhere
+    dense[3, 2] = np.nan
+    matrix = sp.csr_matrix(dense)
+    row_split = (rng.random(50) < 0.5).astype(np.int8)
+    select = np.flatnonzero(row_split == 0)
+    got = kernels.column_max(matrix.indptr, matrix.indices, matrix.data, row_split, len(select), 6)
+    expect = _column_max(sp.csr_matrix(matrix[select])).astype(np.float64)
+    assert np.array_equal(got, expect, equal_nan=True)
 
 
 def test_unknown_or_unavailable_engine_is_refused(monkeypatch):
