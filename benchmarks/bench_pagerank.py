@@ -274,8 +274,11 @@ def _limited(memory_gb: float, func, *args):
     sender.close()
     try:
         state, value = parent.recv()
-    except EOFError:
-        state, value = "failed", f"killed (exit code {proc.exitcode})"
+    except EOFError:  # died without a word: a signal (e.g. SIGSEGV from a failed allocation)
+        proc.join()
+        code = proc.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        state, value = "failed", f"died ({how}) under a {memory_gb:g} GiB address-space limit"
     proc.join()
     if state == "failed":
         value = f"{value} after {time.perf_counter() - started:.1f} s"
