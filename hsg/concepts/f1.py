@@ -384,7 +384,7 @@ def concept_f1(
     grid = np.asarray(config.thresholds, dtype=np.float64)
     n_features = activations.values.shape[1]
     if use_numba:
-        feature_max, step, select_f1, tp, pred_test, pos_test = _select_and_test_numba(
+        feature_max, step, select_f1, tp, precision, recall, f1, pos_test = _select_and_test_numba(
             activations.values, labels.matrix, parts, grid, progress
         )
     else:
@@ -394,8 +394,8 @@ def concept_f1(
             sel_values, activations.values[parts["test"]], labels.matrix, parts, feature_max,
             grid, progress,
         )  # fmt: skip
-    predicted = pred_test.T[np.arange(n_features)[:, None], step]
-    precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
+        predicted = pred_test.T[np.arange(n_features)[:, None], step]
+        precision, recall, f1 = scores(tp, predicted, pos_test[None, :])
     seq_rows = index.sequence_of_row()
     return ConceptResult(
         config=config,
@@ -421,7 +421,7 @@ def _select_and_test_numba(
     grid: np.ndarray,
     progress: Callable[[str], None] | None,
 ) -> tuple:
-    """(feature max [F] on select; step, select F1, test tp [F, C]; test predicted [K, F];
+    """(feature max [F] on select; step, select F1, test tp, precision, recall, F1 [F, C];
     test positives [C]) by the compiled kernels (`hsg.concepts.kernels`): each concept
     counted in one cache-sized table, straight from the whole matrices and a per-row split
     code (no split is copied out)."""
@@ -450,16 +450,20 @@ def _select_and_test_numba(
     )  # fmt: skip
     if progress:
         progress("test split: counts at the chosen steps")
-    tp_cf = np.zeros((n_concepts, n_features), dtype=np.int32)
+    tp_cf = np.empty((n_concepts, n_features), dtype=np.int32)
+    scored = [np.empty((n_concepts, n_features), dtype=np.float64) for _ in range(3)]
     _kernels.test_at_step(
-        csr.indptr, keys, lab.indptr, lab.indices, row_split, len(grid), step_cf, tp_cf
-    )
+        csr.indptr, keys, lab.indptr, lab.indices, row_split, step_cf, predicted[1],
+        positives[1], tp_cf, *scored,
+    )  # fmt: skip
     out = []
-    for src, dtype in ((step_cf, np.intp), (f1_cf, np.float32), (tp_cf, np.int32)):
+    for src, dtype in ((step_cf, np.intp), (f1_cf, np.float32), (tp_cf, np.int32)) + tuple(
+        (x, np.float64) for x in scored
+    ):
         dst = np.empty((n_features, n_concepts), dtype=dtype)
         _kernels.transpose_into(src, dst)
         out.append(dst)
-    return (feature_max, *out, predicted[1], positives[1])
+    return (feature_max, *out, positives[1])
 
 
 def _select_and_test_numpy(

@@ -237,18 +237,41 @@ def select_best(
 
 @njit(cache=True, nogil=True)
 def test_at_step(
-    act_indptr, keys, lab_indptr, lab_indices, row_split, k, step, tp
+    act_indptr,
+    keys,
+    lab_indptr,
+    lab_indices,
+    row_split,
+    step,
+    predicted,
+    positives,
+    tp,
+    precision,
+    recall,
+    f1,
 ):  # pragma: no cover - compiled
-    """On the test split (code 1): into ``tp`` [C, F], the counts at each pair's chosen
-    ``step`` [C, F] (the activations that clear more steps than that number)."""
+    """On the test split (code 1): into ``tp`` [C, F] the counts at each pair's chosen
+    ``step`` [C, F] (the activations that clear more steps than that number), and the
+    scores [C, F] as `hsg.concepts.f1.scores` computes them from ``predicted`` [K, F] and
+    ``positives`` [C] (float64 divisions by max(denominator, 1)). Rows, not [F, C]
+    columns: column writes evict the table (measured slower than a transpose after)."""
     n_concepts, n_features = step.shape
+    k = predicted.shape[0]
     table = np.zeros((k + 1) * n_features, dtype=np.int32)
     for c in range(n_concepts):
         _count_concept(
             c, 1, act_indptr, keys, lab_indptr, lab_indices, row_split, table, n_features
         )
+        pos = positives[c]
+        pos1 = np.float64(max(pos, 1))
         for f in range(n_features):
-            tp[c, f] = table[(step[c, f] + 1) * n_features + f]
+            s = step[c, f]
+            t = table[(s + 1) * n_features + f]
+            pred = predicted[s, f]
+            tp[c, f] = t
+            precision[c, f] = np.float64(t) / np.float64(max(pred, 1))
+            recall[c, f] = np.float64(t) / pos1
+            f1[c, f] = (2.0 * t) / np.float64(max(pred + pos, 1))
 
 
 @njit(cache=True, nogil=True)
