@@ -175,9 +175,13 @@ def split_of(sequence_id: str, select_fraction: float = 0.5, seed: int = 0) -> s
 def split_rows(
     index: TokenIndex, select_fraction: float = 0.5, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Row numbers of each split (whole sequences go to one split)."""
-    per_seq = np.array(
-        [split_of(s, select_fraction, seed) == "select" for s in index.sequence_ids], dtype=bool
-    )
+    """Row numbers of each split (whole sequences go to one split), exactly as `split_of`
+    decides per sequence: the first 8 digest bytes of every id are joined and read as
+    big-endian uint64 by numpy (uint64 → float64 rounds once and / 2⁶⁴ is exact, as
+    Python's int / int), so only the hashing stays a Python loop."""
+    sha256 = hashlib.sha256
+    head = b"".join(sha256(f"{seed}:{s}".encode()).digest()[:8] for s in index.sequence_ids)
+    u = np.frombuffer(head, dtype=">u8").astype(np.float64) / 2.0**64
+    per_seq = u < select_fraction
     per_row = per_seq[index.sequence_of_row()] if index.n_tokens else np.zeros(0, dtype=bool)
     return {"select": np.nonzero(per_row)[0], "test": np.nonzero(~per_row)[0]}

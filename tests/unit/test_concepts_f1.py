@@ -310,3 +310,19 @@ def test_unknown_or_unavailable_engine_is_refused(monkeypatch):
     with pytest.raises(RuntimeError, match="numba"):
         concept_f1(acts, labels, engine="numba")
     concept_f1(acts, labels)  # auto falls back to numpy
+
+
+def test_split_rows_equals_split_of_per_sequence():
+    """The joined-digest split is the per-sequence `split_of` one, on random ids."""
+    from hsg.concepts.data import split_of
+
+    alphabet = list("abcXYZ019_:-é")
+    ids = ["".join(rng.choice(alphabet, int(rng.integers(1, 20)))) for _ in range(400)]
+    ids = list(dict.fromkeys(ids))
+    index = token_index(ids, ["ACGTACGTAC"] * len(ids))
+    rows = index.sequence_of_row()
+    for fraction, seed in [(0.5, 0), (0.3, 7), (0.9, 123)]:
+        parts = split_rows(index, fraction, seed)
+        chosen = np.array([split_of(s, fraction, seed) == "select" for s in ids])
+        assert np.array_equal(parts["select"], np.flatnonzero(chosen[rows]))
+        assert np.array_equal(parts["test"], np.flatnonzero(~chosen[rows]))
