@@ -283,6 +283,6 @@ def transpose_into(src, dst):  # pragma: no cover - compiled
         r1 = min(r0 + tile, rows)
         for c0 in range(0, cols, tile):
             c1 = min(c0 + tile, cols)
-            for r in range(r0, r1):
-                for c in range(c0, c1):
+            for c in range(c0, c1):  # contiguous writes; the tile's source lines stay in L1
+                for r in range(r0, r1):
                     dst[c, r] = src[r, c]
