@@ -10,8 +10,8 @@ with GraphWriter into a throw-away server (benchmarks/_server.py), never the use
 
 Measured in one run, on the label `all` (every relationship):
   * projection — the label graph as `hsg analyze pagerank` projects it (GDS's native
-              projection of HAS_FEATURE between the `Label_all` sequences and the `SAE_…`
-              features, then the nodes with a pair), against the Cypher aggregation of
+              projection of the ACTIVATES between the `Label_all` sequences and the `SAE_…`
+              features, merged per pair and counted by GDS), against the Cypher aggregation of
               ACTIVATES it replaced and a Cypher projection of HAS_FEATURE, interleaved,
               median of `--repeats`; target ≥ 5× for native over the aggregation;
   * GDS     — what `hsg analyze pagerank` does for one label: the native projection,
