@@ -224,3 +224,51 @@ def test_the_command_line_resumes_a_set_and_loads_it(assets, shards, clean_db, t
     result = runner.invoke(cli, ["load", str(copy), "--threads", "2", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sequences_encoded"] == WINDOWS
+
+
+def test_a_killed_ray_run_resumes(assets, ray_local, tmp_path):
+    """The whole Ray run killed for real (SIGKILL to the driver's process group: driver,
+    raylet, actors) while it writes shards: rerunning the same command writes only the
+    missing shards, keeps the complete ones untouched, and the set equals an uninterrupted
+    run's."""
+    import signal
+    import subprocess
+    import time
+
+    lines = LOCI.read_text().splitlines()[: 600 + 1]
+    regions = tmp_path / "loci600.tsv"
+    regions.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "hsg", "ingest", str(regions), "--model",
+           str(assets["model"]), "--sae", str(assets["sae"]), "--label-column", "label",
+           "--top-k", "2", "--shards", str(out), "--shard-size", "10", "--actors", "2",
+           "--no-load"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, env=dict(os.environ))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("shard-*.json")):  # the first complete shard
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    complete = [i for i in range(60) if ShardSet(out).is_complete(i)]
+    assert 0 < len(complete) < 60, "the kill came too late to interrupt the run"
+    kept = {p.name: p.stat().st_mtime_ns for i in complete for p in out.glob(f"*-{i:05d}.*")}
+
+    summary = api.encode_to_shards(regions, assets["model"], assets["sae"], out,
+                                   shard_size=10, **OPTIONS)  # fmt: skip
+    assert (summary.shards_written, summary.shards_skipped) == (60 - len(complete), len(complete))
+    assert {p.name: p.stat().st_mtime_ns for i in complete
+            for p in out.glob(f"*-{i:05d}.*")} == kept  # fmt: skip
+    whole = api.encode_to_shards(regions, assets["model"], assets["sae"], tmp_path / "whole",
+                                 shard_size=10, **OPTIONS)  # fmt: skip
+    assert whole.shards_written == 60
+    resumed, reference = ShardSet(out), ShardSet(tmp_path / "whole")
+    assert resumed.validate() == reference.validate()
+    for i in range(60):
+        assert resumed.read(i).activations.equals(reference.read(i).activations), i
+        assert resumed.read(i).sequences.equals(reference.read(i).sequences), i
