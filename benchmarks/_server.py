@@ -29,8 +29,9 @@ def bench_config(heap: str = "2g", pagecache: str = "1g") -> server.ServerConfig
 
 
 @contextmanager
-def bench_database(heap: str = "2g", pagecache: str = "1g"):
-    """Yields (driver, settings) of an empty database with the schema applied."""
+def bench_database(heap: str = "2g", pagecache: str = "1g", keep: bool = False):
+    """Yields (driver, settings) of an empty database with the schema applied (`keep`: the
+    database as an earlier run left it, for a benchmark that checks what it finds)."""
     cfg = bench_config(heap, pagecache)
     started = server.running_pid(cfg) is None
     if started:
@@ -38,8 +39,9 @@ def bench_database(heap: str = "2g", pagecache: str = "1g"):
     settings = ConnectionSettings.from_env(uri=cfg.bolt_uri, home=cfg.home, user="neo4j")
     driver = open_driver(settings)
     try:
-        wipe(driver, settings.database)
-        apply_schema(driver, settings.database)
+        if not keep:
+            wipe(driver, settings.database)
+            apply_schema(driver, settings.database)
         yield driver, settings
     finally:
         driver.close()
