@@ -236,7 +236,9 @@ def check(settings: ConnectionSettings, as_json: bool) -> None:
     Reports duplicate node keys, two Features for one (SAE, index), incomplete SAE
     dictionaries, Features outside their SAE, sequences encoded twice for one SAE,
     activations pointing outside their SAE, sequences whose activations differ from their
-    ENCODED_BY mark, and ingest runs left "running". Read-only.
+    ENCODED_BY mark, HAS_FEATURE pairs that disagree with their activations, Label_/SAE_
+    node labels that disagree with HAS_LABEL or Feature.sae, and ingest runs left
+    "running". Read-only.
     """
     from dataclasses import asdict
 
