@@ -40,9 +40,11 @@ def fingerprint(driver) -> dict:
         "MATCH (f:Feature) OPTIONAL MATCH (:Sequence)-[a:ACTIVATES]->(f) "
         "RETURN f.id AS id, count(a) AS n, round(sum(a.activation), 4) AS total ORDER BY id"
     ).records
-    # every node label with its number of nodes: Label_<name> / SAE_<id> included
+    # the node labels of sequences and features with their counts: Label_<name> / SAE_<id>
+    # included (run nodes are left out: a resumed ingest has two IngestRun nodes)
     labels = driver.execute_query(
-        "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS n ORDER BY label"
+        "MATCH (n) WHERE n:Sequence OR n:Feature UNWIND labels(n) AS label "
+        "RETURN label, count(*) AS n ORDER BY label"
     ).records
     return {
         "counts": counts,
