@@ -239,10 +239,6 @@ class ProjectedGraph:
     handle: Any = field(default=None, compare=False, repr=False)  # the client's Graph object
     # the relationship property PageRank weighs by ("none" ignores it)
     weight_property: str = "weight"
-    # True: only nodes with a pair; False: also the label's sequences the SAE did not
-    # encode and the SAE's features the label never activates (no score changes: they are
-    # isolated, but node_count counts them)
-    exact: bool = True
 
     @property
     def pairs(self) -> int:
@@ -439,7 +435,6 @@ def _project_native(
         undirected,
         handle,
         weight_property=weight_property,
-        exact=exact,
     )
 
 

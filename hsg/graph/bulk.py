@@ -78,12 +78,16 @@ class _Files:
         self.spec = spec
         self._open: dict[tuple[str, str], tuple[Any, Any]] = {}
 
+    def _header(self, kind: str, name: str, header: list[str]) -> Path:
+        head = self.directory / f"{kind}-{name}-header.csv"
+        with open(head, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerow(header)
+        return head
+
     def writer(self, kind: str, name: str, header: list[str]):
         key = (kind, name)
         if key not in self._open:
-            head = self.directory / f"{kind}-{name}-header.csv"
-            with open(head, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(header)
+            head = self._header(kind, name, header)
             data = self.directory / f"{kind}-{name}.csv"
             fh = open(data, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
             self._open[key] = (fh, csv.writer(fh))
@@ -96,10 +100,7 @@ class _Files:
         doubles are the shortest text that reads back as the same double, as `_cell`'s)."""
         target = self.spec.nodes if kind == "nodes" else self.spec.relationships
         if name not in target:
-            head = self.directory / f"{kind}-{name}-header.csv"
-            with open(head, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerow(header)
-            target[name] = [head]
+            target[name] = [self._header(kind, name, header)]
         data = self.directory / f"{kind}-{name}-{part:05d}.csv"
         pacsv.write_csv(table, data, write_options=pacsv.WriteOptions(include_header=False))
         target[name].append(data)

@@ -12,7 +12,8 @@ one read that finds nothing. `backfill_node_labels` does the same for the `Label
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import neo4j
 from neo4j.exceptions import Neo4jError, ServiceUnavailable
@@ -20,6 +21,22 @@ from neo4j.exceptions import Neo4jError, ServiceUnavailable
 from hsg.db.errors import DatabaseError
 from hsg.graph import statements as q
 from hsg.graph.node_labels import LABEL_PREFIX, SAE_PREFIX
+
+
+@contextmanager
+def _backfill_errors(what: str, refused: str) -> Iterator[None]:
+    """A backfill's driver errors as DatabaseError: a lost server keeps what was written
+    (each batch is its own transaction), and `hsg db init` finishes the job."""
+    try:
+        yield
+    except ServiceUnavailable as exc:
+        raise DatabaseError(
+            f"lost the connection to Neo4j while {what}: {exc}. What was written is kept; "
+            "run `hsg db init` again to finish.",
+            connection_lost=True,
+        ) from exc
+    except Neo4jError as exc:
+        raise DatabaseError(f"Neo4j refused the {refused}: {exc.message}") from exc
 
 
 def backfill_has_feature(
@@ -31,7 +48,7 @@ def backfill_has_feature(
     """Write the missing HAS_FEATURE of every encoded sequence; returns how many sequences
     got theirs. `progress` is called with the running total after each batch."""
     done = 0
-    try:
+    with _backfill_errors("backfilling HAS_FEATURE", "HAS_FEATURE backfill"):
         while True:
             rows = driver.execute_query(
                 q.SEQUENCES_WITHOUT_HAS_FEATURE,
@@ -50,21 +67,13 @@ def backfill_has_feature(
             done += record["sequences"]
             if progress is not None:
                 progress(done)
-    except ServiceUnavailable as exc:
-        raise DatabaseError(
-            f"lost the connection to Neo4j while backfilling HAS_FEATURE: {exc}. What was "
-            "written is kept; run `hsg db init` again to finish.",
-            connection_lost=True,
-        ) from exc
-    except Neo4jError as exc:
-        raise DatabaseError(f"Neo4j refused the HAS_FEATURE backfill: {exc.message}") from exc
 
 
 def backfill_node_labels(driver: neo4j.Driver, database: str, batch: int = 5000) -> int:
     """Give every labelled sequence its `Label_<name>` node labels and every feature its
     `SAE_<id>` label where missing; returns how many nodes got one."""
     done = 0
-    try:
+    with _backfill_errors("labelling nodes", "node-label backfill"):
         done += (
             driver.execute_query(
                 q.SET_FEATURE_NODE_LABELS, sae_prefix=SAE_PREFIX, database_=database
@@ -86,11 +95,3 @@ def backfill_node_labels(driver: neo4j.Driver, database: str, batch: int = 5000)
                 q.SET_SEQUENCE_NODE_LABELS, ids=ids, label_prefix=LABEL_PREFIX,
                 database_=database,
             ).records[0]["sequences"]  # fmt: skip
-    except ServiceUnavailable as exc:
-        raise DatabaseError(
-            f"lost the connection to Neo4j while labelling nodes: {exc}. What was written is "
-            "kept; run `hsg db init` again to finish.",
-            connection_lost=True,
-        ) from exc
-    except Neo4jError as exc:
-        raise DatabaseError(f"Neo4j refused the node-label backfill: {exc.message}") from exc
