@@ -102,8 +102,7 @@ def encode_to_shards(
         window=window,
         stride=stride,
     )
-    records = iter_regions(source, fmt=fmt, reference=reference, label=label,
-                           label_column=label_column, window=window, stride=stride)  # fmt: skip
+    records = _regions(source, fmt, reference, label, label_column, window, stride)
     manifest = Manifest(
         model=model_properties(encoder),
         sae=sae_properties(sae_obj, compat.layer),
@@ -130,6 +129,31 @@ def encode_to_shards(
 
 
 ingest_ray = encode_to_shards
+
+
+def _regions(source, fmt, reference, label, label_column, window, stride):
+    """The input for the Ray engine: BED regions whose bases the Ray tasks look up in the
+    reference, or (FASTA, TSV: the sequences are in the file) the records as read."""
+    from hsg.ingest.shard_plan import LookupInput
+    from hsg.regions.lookup import lookup_rows
+    from hsg.regions.readers import detect_format, read_bed_regions
+    from hsg.regions.records import InputError
+
+    try:
+        bed = Path(source).is_file() and detect_format(source, fmt) == "bed"
+    except InputError:
+        bed = False  # iter_regions reports it, as for `ingest`
+    if not bed:
+        return iter_regions(source, fmt=fmt, reference=reference, label=label,
+                            label_column=label_column, window=window, stride=stride)  # fmt: skip
+    column = label_column
+    if isinstance(column, str) and column.isdigit():
+        column = int(column)
+    regions = read_bed_regions(source, reference, label=label, label_column=column)
+    rows = lookup_rows(regions.regions, window, stride)
+    return LookupInput(  # absolute: Ray workers need not share this working directory
+        rows, reference=str(regions.reference.resolve()), index=str(regions.index.resolve())
+    )
 
 
 def _run_node(shard_set, mode: str) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """`hsg ingest --engine ray`: encoding on a Ray cluster (or a local Ray), into activation shards.
 
-The driver reads the input once (readers are sequential: BED + reference, FASTA, TSV), gives
-every record its place in a shard of `shard_size` records and merges repeated ids exactly as
-`run_ingest` does (a repeat carries its labels only). Ray Data then validates the shards in
-parallel tasks (every sequence tokenized: too long, bad bases …) before any shard is written,
-and runs `map_batches` over an actor pool whose actors each hold the encoder and the SAE (one
-GPU per actor when the cluster has GPUs) and write whole shards (`hsg.shards.writer`).
+The driver streams the input once and writes it, shard by shard, to small Parquet plan files
+(`hsg.ingest.shard_plan`): it holds one shard of rows at a time plus the ids seen so far
+(repeated ids are merged exactly as `run_ingest` merges them: a repeat carries its labels
+only). For BED input it only parses the lines; the bases are fetched from the indexed
+reference by the Ray tasks (`hsg.regions.lookup`). Ray Data then validates every shard in
+parallel tasks — bases (BED), tokenization (too long …) — and reports the problem the
+sequential reader would have reported, before the manifest or any shard is written; then
+`map_batches` over an actor pool whose actors each hold the encoder and the SAE (one GPU per
+actor when the cluster has GPUs) encodes and writes whole shards (`hsg.shards.writer`).
 
 Shards already complete in the folder are not sent to the pool again, so re-running the same
 command after a kill finishes the set; a folder made with another model, SAE, input or
@@ -14,9 +17,10 @@ parameters is refused (its manifest differs) before anything is written.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,7 +31,18 @@ from typing import Any
 from hsg.config import JsonConfig
 from hsg.graph.shard_rows import annotation_row, sequence_row
 from hsg.ingest.encode import encode_batch
-from hsg.ingest.pipeline import IngestConfig, SeenIds, file_sha256, sequence_props
+from hsg.ingest.pipeline import IngestConfig, file_sha256, sequence_props
+from hsg.ingest.shard_plan import (
+    FirstProblem,
+    LookupInput,
+    Plan,
+    ShardRecords,
+    check_shard,
+    lookup_repeats,
+    new_plan_directory,
+    read_rows,
+    record_rows,
+)
 from hsg.iterutils import batched
 from hsg.regions.records import InputError, SequenceRecord
 from hsg.shards.errors import ShardError
@@ -67,44 +82,23 @@ class ShardSummary:
         return self.sequences / self.seconds if self.seconds else 0.0
 
 
-def _record_dict(record: SequenceRecord, repeat: bool) -> dict[str, Any]:
-    return {"id": record.id, "chrom": record.chrom, "start": record.start, "end": record.end,
-            "strand": record.strand, "sequence": record.sequence, "labels": list(record.labels),
-            "where": record.where, "repeat": repeat}  # fmt: skip
-
-
-def _record(data: dict[str, Any]) -> SequenceRecord:
-    return SequenceRecord(
-        id=data["id"], chrom=data["chrom"], start=data["start"], end=data["end"],
-        strand=data["strand"], sequence=data["sequence"], labels=tuple(data["labels"]),
-        where=data["where"],
-    )  # fmt: skip
-
-
-def plan_shards(
-    records: Iterable[SequenceRecord], shard_size: int
-) -> tuple[list[list[dict[str, Any]]], int]:
-    """Records cut into shards of `shard_size`, repeats marked; (shards, repeated ids)."""
-    seen = SeenIds()
-    shards: list[list[dict[str, Any]]] = []
-    duplicates = 0
-    for chunk in batched(records, shard_size):
-        rows = []
-        for record in chunk:
-            first = seen.add(record)  # one id, two sequences: InputError naming both rows
-            duplicates += not first
-            rows.append(_record_dict(record, repeat=not first))
-        shards.append(rows)
-    return shards, duplicates
-
-
 class ShardEncoder:
     """A Ray actor: the encoder, the SAE and the annotation sources, loaded once.
 
-    Called with batches of shard rows ({"shard", "records"}); encodes and annotates every
-    record of each shard, writes the shard, and returns one summary row per shard."""
+    Called with batches of shards ({"shard", "path": its plan file}); encodes and annotates
+    every record of each shard, writes the shard, and returns one summary row per shard."""
 
-    def __init__(self, model: str, sae: str, device: str, cfg: dict, out: str, fingerprint: str):
+    def __init__(
+        self,
+        model: str,
+        sae: str,
+        device: str,
+        cfg: dict,
+        out: str,
+        fingerprint: str,
+        reference: str | None = None,
+        index: str | None = None,
+    ):
         import torch
 
         from hsg.models.encoder import load_encoder
@@ -124,19 +118,20 @@ class ShardEncoder:
         )  # fmt: skip
         self.out = out
         self.fingerprint = fingerprint
+        self.records = ShardRecords(reference, index)  # BED: the reference, opened once
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         from hsg.regions.sources import annotate_all
 
         result: dict[str, list] = {"shard": [], "sequences": [], "encoded": [],
                                    "activations": [], "annotation_links": []}  # fmt: skip
-        for shard, payload in zip(batch["shard"], batch["records"], strict=True):
-            rows = json.loads(payload)
+        for shard, path in zip(batch["shard"], batch["path"], strict=True):
+            rows = read_rows(str(path))
             seq_rows, ann_rows = [], []
             acts: dict[str, list] = {k: [] for k in
                                      ("sequence_id", "position", "token", "feature",
                                       "activation", "rank")}  # fmt: skip
-            records = [_record(r) for r in rows]
+            records = [self.records.record(r) for r in rows]
             firsts = [rec for rec, row in zip(records, rows, strict=True) if not row["repeat"]]
             for rec, row in zip(records, rows, strict=True):
                 seq_rows.append(sequence_row(rec, sequence_props(rec), not row["repeat"]))
@@ -162,28 +157,14 @@ class ShardEncoder:
         return result
 
 
-def _validate_batch(batch: dict[str, Any], tokenizer, model_id: str, source: str):
-    """A Ray Data task: every sequence of these shards tokenizes (fits the model).
-
-    A problem comes back as data (the `error` column), not as an exception: Ray wraps task
-    exceptions in its own, and the driver raises the user's `InputError` itself."""
-    from hsg.models.errors import SequenceTooLongError
-
-    n = 0
-    for payload in batch["records"]:
-        rows = json.loads(payload)
-        n += len(rows)
-        for row in rows:
-            try:
-                tokenizer.encode(row["sequence"], name=row["id"])
-            except SequenceTooLongError as exc:
-                most = 6 * (tokenizer.max_tokens - 1)
-                return {"n": [n], "error": [
-                    f"{source}: sequence {row['id']!r} is too long for {model_id} ({exc}); "
-                    f"tile it into windows with --window SIZE [--stride S], SIZE at most "
-                    f"about {most} bases for this model"
-                ]}  # fmt: skip
-    return {"n": [n], "error": [""]}
+def _validate_batch(batch: dict[str, Any], **kwargs) -> dict[str, list]:
+    """A Ray Data task: `check_shard` on each shard of the batch (its plan file)."""
+    out: dict[str, list] = {k: [] for k in ("shard", "n", "kind", "key", "message")}
+    for shard, path in zip(batch["shard"], batch["path"], strict=True):
+        answer = check_shard(int(shard), str(path), **kwargs)
+        for key in out:
+            out[key].append(answer[key])
+    return out
 
 
 def _user_error(exc: BaseException) -> BaseException | None:
@@ -215,7 +196,7 @@ def start_ray(options: RayOptions) -> bool:
 
 def encode_to_shards(
     cfg: IngestConfig,
-    records: Iterable[SequenceRecord],
+    records: Iterable[SequenceRecord] | LookupInput,
     model: str,
     sae: str,
     out: str | Path,
@@ -227,18 +208,57 @@ def encode_to_shards(
 ) -> ShardSummary:
     """Encode `records` with the Ray actor pool into the shard folder `out`.
 
+    `records`: the input's records, or (BED) a `LookupInput` whose bases the Ray tasks fetch.
     `manifest` carries model, SAE and parameters (its shard counts are filled in here);
     `tokenizer` is the encoder's, for the parallel validation. Resumes a killed run."""
-    import ray
-    import ray.data
+    import ray  # noqa: F401 - without Ray, fail before the input is read
 
     options = options or RayOptions()
     out = Path(out)
     started = time.perf_counter()
-    shards, duplicates = plan_shards(records, options.shard_size)
+    lookup = records if isinstance(records, LookupInput) else None
+    created = not out.exists()
+    plan_dir = new_plan_directory(out)
+    try:
+        plan, pending = _plan(records, lookup, plan_dir, options.shard_size, progress)
+        if pending is None:
+            manifest = _settle_manifest(cfg, manifest, plan, out, options)
+        return _run(cfg, plan, pending, lookup, model, sae, out, manifest, tokenizer, model_id,
+                    options, progress, started)  # fmt: skip
+    finally:
+        shutil.rmtree(plan_dir, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: a refused first run leaves no folder
+
+
+def _plan(records, lookup, plan_dir, shard_size, progress) -> tuple[Plan, InputError | None]:
+    """The input read once into plan files; with the driver's own `InputError` (BED only:
+    a looked-up row before it may hold the problem the reader would have met first)."""
+    plan = Plan(plan_dir, shard_size)
+    rows = lookup_repeats(lookup.rows) if lookup is not None else record_rows(records)
+    pending = None
+    try:
+        for row in rows:
+            shard = plan.add(row)
+            if shard is not None and progress is not None:
+                progress("reading", shard.rows, None)
+    except InputError as exc:
+        if lookup is None:
+            raise  # the reader read every earlier row: nothing can come before it
+        pending = exc
+    last = plan.flush()
+    if last is not None and progress is not None:
+        progress("reading", last.rows, None)
+    return plan, pending
+
+
+def _settle_manifest(cfg, manifest: Manifest, plan: Plan, out: Path, options) -> Manifest:
+    """The manifest of this run, or the folder's when it describes the same set;
+    `ShardError` (nothing written) when the folder holds another set."""
     manifest.shard_size = options.shard_size
-    manifest.shards = len(shards)
-    manifest.sequences = sum(len(s) for s in shards)
+    manifest.shards = len(plan.shards)
+    manifest.sequences = plan.rows
     manifest.input_sha256 = file_sha256(cfg.input) if Path(cfg.input).is_file() else None
     manifest.created = datetime.now(timezone.utc).isoformat()
     if (out / MANIFEST).exists():
@@ -250,38 +270,62 @@ def encode_to_shards(
                 "written. Use another folder, or delete this one. Differences (folder vs "
                 "this run):\n  " + "\n  ".join(diffs)
             )
-        manifest = existing
-    summary = ShardSummary(directory=str(out), shards=len(shards), duplicates=duplicates)
+        return existing
+    return manifest
+
+
+def _run(cfg, plan, pending, lookup, model, sae, out, manifest, tokenizer, model_id, options,
+         progress, started) -> ShardSummary:  # fmt: skip
+    import ray
+    import ray.data
+
+    if pending is not None and not plan.shards:
+        raise pending
+    reference = lookup.reference if lookup is not None else None
+    index = lookup.index if lookup is not None else None
+    summary = ShardSummary(directory=str(out), shards=len(plan.shards), duplicates=plan.duplicates)
     started_ray = start_ray(options)
     try:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        items = [{"shard": i, "records": json.dumps(rows)} for i, rows in enumerate(shards)]
+        items = [{"shard": s.index, "path": s.path} for s in plan.shards]
         # shards complete from an earlier run of this same set passed validation then
-        if (out / MANIFEST).exists():
+        done = set()
+        if pending is None and (out / MANIFEST).exists():
             earlier = ShardSet(out)
-            items_to_check = [i for i in items if not earlier.is_complete(i["shard"])]
-        else:
-            items_to_check = items
-        if items_to_check:
-            validation = ray.data.from_items(items_to_check).map_batches(
+            done = {s.index for s in plan.shards if earlier.is_complete(s.index)}
+        problems = FirstProblem(plan.shards, done)
+        to_check = [item for item in items if item["shard"] not in done]
+        if to_check:
+            total = sum(s.rows for s in plan.shards if s.index not in done)
+            validation = ray.data.from_items(to_check).map_batches(
                 _validate_batch,
                 batch_size=1,
-                fn_kwargs={"tokenizer": tokenizer, "model_id": model_id, "source": cfg.input},
+                fn_kwargs={
+                    "tokenizer": tokenizer,
+                    "model_id": model_id,
+                    "source": cfg.input,
+                    "reference": reference,
+                    "index": index,
+                },  # fmt: skip
             )
             try:
                 for row in validation.iter_rows():
-                    if row["error"]:
-                        raise InputError(row["error"])
+                    problems.add(row)
                     if progress is not None:
-                        progress("validating", int(row["n"]), None)
+                        progress("validating", int(row["n"]), total)
+                    if problems.settled:
+                        break
             except Exception as exc:  # noqa: BLE001 - Ray wraps the task's own error
                 user = _user_error(exc)
                 if user is not None:
                     raise user from None
                 raise
+        error = problems.error(pending)
+        if error is not None:
+            raise error
         if not (out / MANIFEST).exists():
             write_manifest(out, manifest)
         shard_set = ShardSet(out)
@@ -314,6 +358,8 @@ def encode_to_shards(
                     cfg_dict,
                     str(out),
                     manifest.fingerprint,
+                    reference,
+                    index,
                 ),  # fmt: skip
                 **per_actor,
             )

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING
 
 from hsg.regions.records import (
     MAX_KEY_BYTES,
+    STRANDS,
     InputError,
     SequenceRecord,
     build_record,
@@ -418,14 +419,60 @@ def _read_bed(
     return _bed_records(path, fasta, reference, label, label_idx)
 
 
-def _bed_records(
+@dataclass(frozen=True)
+class BedRegion:
+    """A BED line checked as far as it can be without its bases: the line, the chromosome,
+    the reference's bounds and the label column. `bed_record` adds the sequence."""
+
+    where: str  # "<file>, line <n>", for messages
+    chrom: str
+    start: int
+    end: int
+    strand: str  # "+" or "-" ("." read as "+")
+    labels: tuple[str, ...]
+
+
+@dataclass
+class BedRegions:
+    """`read_bed_regions`' answer: the regions, and the reference they index into."""
+
+    regions: Iterator[BedRegion]
+    reference: Path
+    index: Path  # the reference's .fai (beside it, or in a temporary folder)
+
+
+def read_bed_regions(
+    path: str | Path,
+    reference: str | Path | None,
+    label: str | None = None,
+    label_column: LabelColumn = None,
+) -> BedRegions:
+    """`read_records` for a BED file, less the sequence lookups: the same checks, in the same
+    order (file, label, reference, label column up front; each line as it is reached), so
+    that a caller can fetch the bases elsewhere — in parallel workers (`hsg.regions.lookup`)
+    — and still refuse a bad input with the reader's own message."""
+    p = _existing_file(path)
+    if label is not None:
+        check_key(label, "label", str(p))
+    fasta = _open_reference(p, reference)
+    try:
+        label_idx = None if label_column is None else _column_index(p, label_column, BED_COLUMNS)
+        lengths = {name: len(fasta[name]) for name in fasta.keys()}
+        index = Path(fasta.faidx.indexname)
+    finally:
+        fasta.close()
+    assert reference is not None  # _open_reference refuses None
+    regions = _nonempty(p, _bed_regions(p, lengths, reference, label, label_idx))
+    return BedRegions(regions=regions, reference=Path(reference), index=index)
+
+
+def _bed_regions(
     path: Path,
-    fasta: pyfaidx.Fasta,
+    lengths: Mapping[str, int],
     reference: str | Path,
     label: str | None,
     label_idx: int | None,
-) -> Iterator[SequenceRecord]:
-    lengths = {name: len(fasta[name]) for name in fasta.keys()}
+) -> Iterator[BedRegion]:
     lines = iter_bed_lines(path)
     try:
         for bed in lines:
@@ -448,23 +495,51 @@ def _bed_records(
                         f"{where}: no label column {label_idx} (line has {len(cols)} columns)"
                     )
                 raw_label = cols[label_idx]
-            yield build_record(
-                where=where,
-                sequence=fasta[chrom][start:end],
-                chrom=chrom,
-                start=start,
-                end=end,
-                strand=strand,
-                labels=_labels(label, raw_label, {}),
-                reverse_complement_minus=True,
-            )
+            if strand not in STRANDS:  # build_record's first check, before the bases: made
+                # here so that a region is whole without them (windows need the strand)
+                raise InputError(f"{where}: strand must be '+' or '-', got {strand!r}")
+            yield BedRegion(where, chrom, start, end, strand, _labels(label, raw_label, {}))
     except InputError as exc:
-        # Raised here, outside the line reader: hand it to the reader, whose open file
-        # replaces it if a damaged gzip file caused it (TextInput.__exit__).
+        # Raised here, outside the line reader (or thrown in by the consumer): hand it to the
+        # reader, whose open file replaces it if a damaged gzip file caused it
+        # (TextInput.__exit__).
         lines.throw(exc)
         raise  # not reached: throw re-raises exc or its replacement
     finally:
         lines.close()
+
+
+def bed_record(region: BedRegion, fasta: pyfaidx.Fasta) -> SequenceRecord:
+    """The record of `region`, its bases from `fasta` (reverse-complemented on ``-``)."""
+    return build_record(
+        where=region.where,
+        sequence=fasta[region.chrom][region.start : region.end],
+        chrom=region.chrom,
+        start=region.start,
+        end=region.end,
+        strand=region.strand,
+        labels=region.labels,
+        reverse_complement_minus=True,
+    )
+
+
+def _bed_records(
+    path: Path,
+    fasta: pyfaidx.Fasta,
+    reference: str | Path,
+    label: str | None,
+    label_idx: int | None,
+) -> Iterator[SequenceRecord]:
+    lengths = {name: len(fasta[name]) for name in fasta.keys()}
+    regions = _bed_regions(path, lengths, reference, label, label_idx)
+    try:
+        for region in regions:
+            yield bed_record(region, fasta)
+    except InputError as exc:
+        regions.throw(exc)  # to the line reader, as the regions' own errors (see there)
+        raise  # not reached: throw re-raises exc or its replacement
+    finally:
+        regions.close()
         fasta.close()
 
 

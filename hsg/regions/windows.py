@@ -25,12 +25,30 @@ def window_offsets(length: int, size: int, stride: int) -> list[tuple[int, int]]
     ``[(0, length)]`` when ``length <= size``; otherwise windows at 0, stride, 2*stride, …
     while they fit, plus one ending at ``length`` if the last of those stops short of it.
     """
+    return list(iter_window_offsets(length, size, stride))
+
+
+def iter_window_offsets(length: int, size: int, stride: int) -> Iterator[tuple[int, int]]:
+    """`window_offsets` one at a time: a chromosome-long region tiles in flat memory."""
     if length <= size:
-        return [(0, length)]
-    offsets = [(a, a + size) for a in range(0, length - size + 1, stride)]
-    if offsets[-1][1] < length:
-        offsets.append((length - size, length))
-    return offsets
+        yield (0, length)
+        return
+    end = 0
+    for a in range(0, length - size + 1, stride):
+        end = a + size
+        yield (a, end)
+    if end < length:
+        yield (length - size, length)
+
+
+def window_span(start: int, end: int, strand: str, a: int, b: int) -> tuple[int, int]:
+    """Genomic ``(start, end)`` of the window at sequence offsets ``[a, b)`` of a region.
+
+    A ``-`` region's sequence is reverse-complemented, so its offset 0 is genomic ``end - 1``.
+    """
+    if strand == "-":
+        return end - b, end - a
+    return start + a, start + b
 
 
 def _positive(name: str, value: object) -> int:
@@ -54,9 +72,14 @@ def tile_records(
     so its window at sequence offsets ``[a, b)`` covers genomic ``[end - b, end - a)``, and
     that window's sequence is the reverse complement of the reference there.
     """
-    size = _positive("size", size)
-    stride = size if stride is None else _positive("stride", stride)
+    size, stride = check_window(size, stride)
     return _tiles(records, size, stride)
+
+
+def check_window(size: object, stride: object = None) -> tuple[int, int]:
+    """``(size, stride)`` checked (`InputError` unless integers >= 1); stride defaults to size."""
+    size = _positive("size", size)
+    return size, size if stride is None else _positive("stride", stride)
 
 
 def _tiles(records: Iterable[SequenceRecord], size: int, stride: int) -> Iterator[SequenceRecord]:
@@ -90,10 +113,7 @@ def _window(record: SequenceRecord, a: int, b: int) -> SequenceRecord:
             f"{where}: coordinates {chrom}:{start}-{end} span {end - start} bases but the "
             f"sequence has {record.length}; cannot place its windows"
         )
-    if record.strand == "-":
-        w_start, w_end = end - b, end - a  # sequence offset 0 is genomic end - 1
-    else:
-        w_start, w_end = start + a, start + b
+    w_start, w_end = window_span(start, end, record.strand, a, b)
     return SequenceRecord(
         id=make_id(chrom, w_start, w_end, record.strand),
         chrom=chrom,
