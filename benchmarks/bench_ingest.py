@@ -298,43 +298,66 @@ def _before_after_rounds(fresh, data, limit, work, encoder, sae, warm_rounds) ->
     return out
 
 
-def bench_has_feature_cost(data: Path, limit: int, d_sae: int, rounds: int) -> dict:
-    """What writing HAS_FEATURE beside ACTIVATES costs the writer: WRITE_ACTIVATIONS as it
-    is against the same statement without its two HAS_FEATURE lines, alternating, the
-    database emptied before each, on the shared windows' shape (20 tokens, top-1)."""
+def writer_variants() -> dict[str, tuple[str, bool]]:
+    """The writer as it is and without each of the two things issue #17 added to every
+    transaction: (WRITE_ACTIVATIONS text, whether the dictionary is proved first)."""
     from hsg.graph import statements as q
 
     with_pairs = q.WRITE_ACTIVATIONS
-    lines = with_pairs.splitlines()
-    without = "\n".join(line for line in lines if "peak" not in line)
+    without = "\n".join(line for line in with_pairs.splitlines() if "peak" not in line)
     assert without != with_pairs and "HAS_FEATURE" not in without
+    return {
+        "as_is": (with_pairs, True),
+        "no_has_feature": (without, True),
+        "no_proof": (with_pairs, False),
+        "neither": (without, False),
+    }
+
+
+def bench_writer_variants(data: Path, limit: int, d_sae: int, rounds: int, size: int) -> dict:
+    """What each part of the writer's transaction costs: the writer as it is against the same
+    writer without HAS_FEATURE, without the per-transaction dictionary proof, and without
+    both (the pre-#17 writer), interleaved in rotating order, the database emptied before
+    each, on the shared windows' shape (20 tokens, top-1)."""
+    from hsg.graph import statements as q
+
+    variants = writer_variants()
+    original_statement, original_check = q.WRITE_ACTIVATIONS, GraphWriter._check_dictionary
     writes = synthetic_writes(islice(read_records(data), limit), d_sae, 20)
     rels = sum(len(w.activations) for w in writes)
-    times: dict[str, list[float]] = {"without": [], "with": []}
+    names = list(variants)
+    times: dict[str, list[float]] = {name: [] for name in names}
     with bench_database() as (driver, settings):
-        for i in range(rounds):
-            for name in ("without", "with") if i % 2 == 0 else ("with", "without"):
+        for i in range(rounds + 1):  # round 0 warms the server up and is not counted
+            order = names[i % len(names) :] + names[: i % len(names)]
+            for name in order:
+                statement, prove = variants[name]
                 wipe(driver, settings.database)
                 apply_schema(driver, settings.database)
-                q.WRITE_ACTIVATIONS = with_pairs if name == "with" else without
+                q.WRITE_ACTIVATIONS = statement
+                if not prove:
+                    GraphWriter._check_dictionary = lambda self, tx: None
                 try:
-                    writer = GraphWriter(driver, settings.database, "bench/sae", "cost")
+                    writer = GraphWriter(driver, settings.database, "bench/sae", "ab")
                     writer.register({"id": "bench"}, {"id": "bench/sae", "layer": 1}, d_sae,
-                                    {"id": "cost"})  # fmt: skip
+                                    {"id": "ab"})  # fmt: skip
                     start = time.perf_counter()
-                    for j in range(0, len(writes), 1024):
-                        writer.write_batch(writes[j : j + 1024])
-                    times[name].append(time.perf_counter() - start)
+                    for j in range(0, len(writes), size):
+                        writer.write_batch(writes[j : j + size])
+                    seconds = time.perf_counter() - start
                 finally:
-                    q.WRITE_ACTIVATIONS = with_pairs
-    out = {k: round(statistics.median(v), 2) for k, v in times.items()}
-    out["activates_per_s_without"] = round(rels / out["without"])
-    out["activates_per_s_with"] = round(rels / out["with"])
-    out["cost"] = round(out["with"] / out["without"], 2)
-    print(
-        f"  writer, {rels:,} ACTIVATES, median of {rounds}: without HAS_FEATURE "
-        f"{out['without']:.2f} s, with {out['with']:.2f} s ({out['cost']:.2f}× the time)"
-    )
+                    q.WRITE_ACTIVATIONS = original_statement
+                    GraphWriter._check_dictionary = original_check
+                if i:
+                    times[name].append(seconds)
+                    print(f"  round {i} {name:15s} {rels / seconds:10,.0f} ACTIVATES/s")
+    out: dict = {"activates": rels, "rounds": rounds, "sequences_per_tx": size}
+    for name in names:
+        median = statistics.median(times[name])
+        out[name] = {"seconds": round(median, 2), "activates_per_s": round(rels / median)}
+    for name in names[1:]:
+        out[name]["as_is_time_ratio"] = round(out["as_is"]["seconds"] / out[name]["seconds"], 2)
+    print("  medians: " + ", ".join(f"{n} {out[n]['activates_per_s']:,}/s" for n in names))
     return out
 
 
@@ -352,16 +375,18 @@ def main() -> None:
     )
     parser.add_argument("--warm-rounds", type=int, default=2)
     parser.add_argument(
-        "--has-feature-cost",
+        "--writer-variants",
         action="store_true",
-        help="only measure what writing HAS_FEATURE costs the writer",
+        help="only measure what HAS_FEATURE and the dictionary proof each cost the writer "
+        "(rounds: 2 × --warm-rounds; sequences per transaction: the first --batch-sizes)",
     )
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"data not found: {args.data} (pass --data)")
-    if args.has_feature_cost:
+    if args.writer_variants:
         limit = args.limit or sum(1 for _ in read_records(args.data))
-        report = bench_has_feature_cost(args.data, limit, args.d_sae, 2 * args.warm_rounds)
+        size = int(args.batch_sizes.split(",")[0])
+        report = bench_writer_variants(args.data, limit, args.d_sae, 2 * args.warm_rounds, size)
         print(json.dumps(report, indent=2))
         if args.out:
             args.out.write_text(json.dumps(report, indent=2))
