@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from hsg.atlas.steering import SteeringRun, check_sae, largest_shift, shift
+from hsg.atlas.steering import SteeringRun, check_sae, largest_shift, shift, shown
 from hsg.concepts.motifs import FeatureMotif, save_logo
 from hsg.graph.concept_writes import atlas_features, top_activations
 
@@ -292,10 +292,10 @@ def _steering_section(feature: str, steering: list[SteeringRun]) -> str:
         base = run.baseline
         ckpt = str(p.get("model_checkpoint_hash"))[:12]
         meta = [
-            ("results", run.source),
-            ("model", f"{p.get('model_id')} (checkpoint {ckpt})"),
+            ("results", run.name),
+            ("model", f"{shown(p.get('model_id'))} (checkpoint {ckpt})"),
             ("SAE", p.get("sae_id")),
-            ("classifier", f"{p.get('classifier')} ({p.get('classifier_input')}, weights "
+            ("classifier", f"{shown(p.get('classifier'))} ({p.get('classifier_input')}, weights "
              f"{str(p.get('classifier_weights_sha256'))[:12]})"),
             ("positive label", p.get("positive_label")),
             ("route", run.route),

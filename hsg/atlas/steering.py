@@ -30,7 +30,7 @@ class SteeringResultsError(ValueError):
 class SteeringRun:
     """One `hsg steer` run: who was steered (model, SAE, classifier) and its conditions."""
 
-    source: str
+    source: str  # the path as read, for error messages to whoever runs the atlas
     provenance: dict[str, Any]
     baseline: dict[str, Any]
     route: str | None
@@ -40,6 +40,27 @@ class SteeringRun:
     @property
     def sae_id(self) -> str:
         return str(self.provenance["sae_id"])
+
+    @property
+    def name(self) -> str:
+        """What the cards show: the results file with its folder (``steer/metrics.json``),
+        never the full path — an atlas is shared, and a path says whose machine made it."""
+        return display_name(self.source)
+
+
+def display_name(path: str | Path) -> str:
+    """The file's name under its folder's name (every results file is ``metrics.json``; the
+    folder, `hsg steer --out`, tells runs apart), without the directories above it."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def shown(value: Any) -> Any:
+    """A provenance value as a card shows it: an absolute path (a local model or classifier
+    folder) by its last part only; anything else (a hub id, a hash) as it is."""
+    if isinstance(value, str) and Path(value).is_absolute():
+        return Path(value).name or value
+    return value
 
 
 def _results_path(path: str | Path) -> Path:

@@ -75,6 +75,7 @@ def test_cli_atlas_with_steering(world, tmp_path):
     card = (out / "features" / f"{STEERED}.html").read_text()
     doc = json.loads((world["root"] / "steer" / "metrics.json").read_text())
     assert "<h2>Steering</h2>" in card and "AAAAAA<mark>CCCCCC</mark>GG" in card
+    assert "steer/metrics.json" in card and str(world["root"]) not in card  # no local path
     for c in doc["conditions"]:
         assert f"data-v='{c['delta_mean_prob']!r}'" in card
     assert "steering: largest |Δ mean P|" in (out / "index.html").read_text()

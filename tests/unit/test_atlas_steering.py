@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -123,8 +124,12 @@ def test_cards_carry_the_files_numbers(run, tmp_path):
                     assert float(v) == c[key], key
             assert f">{c['delta_mean_prob']:+.4f}<" in card
         assert c["label"] in card and c["kind"] in card
+        # the file, the classifier and the model are named without local paths (atlases are
+        # shared)
+        assert "<dd>steer/metrics.json</dd>" in card
+        assert str(run["root"]) not in card and str(run["root"].parent) not in card
         prov = doc["provenance"]
-        for text in (prov["sae_id"], prov["model_id"], prov["classifier"],
+        for text in (prov["sae_id"], Path(prov["model_id"]).name, Path(prov["classifier"]).name,
                      prov["model_checkpoint_hash"][:12], prov["positive_label"]):  # fmt: skip
             assert text in card
     unrelated = (tmp_path / "features" / f"{UNRELATED}.html").read_text()
