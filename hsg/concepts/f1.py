@@ -278,22 +278,41 @@ def _use_numba(engine: str) -> bool:
     return _kernels is not None and engine != "numpy"
 
 
+def _feature_shift(n_features: int) -> int:
+    """Bits of the feature in a kernel key ``steps << shift | feature``."""
+    return max(0, int(n_features - 1).bit_length())
+
+
 def _kernel_bins(
     csr: sp.csr_matrix, feature_max: np.ndarray, grid: np.ndarray, row_split: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(key ``steps·F + feature`` per stored entry, predicted [2, K, F] of the select and
-    test rows). Keys are 2 bytes where (K+1)·F fits: the counting reads them at random."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(key ``steps << shift | feature`` per stored entry, predicted [2, K, F] of the select
+    and test rows, shift). Keys are 2 bytes where (K+2) << shift fits: the counting reads
+    them at random."""
     n_features, k = csr.shape[1], len(grid)
     data = csr.data if csr.data.dtype.kind in "fiu" else csr.data.astype(np.float64)
-    width = (k + 2) * n_features  # (step K+1 marks entries still to compare exactly)
+    shift = _feature_shift(n_features)
+    width = (k + 2) << shift  # (step K+1 marks entries still to compare exactly)
     dtype = np.uint16 if width <= 1 << 16 else np.int32 if width < 1 << 31 else np.int64
     keys = np.empty(len(csr.indices), dtype=dtype)
     predicted = np.empty((2, k, n_features), dtype=np.int64)
     table = _bucket_table(grid, _BUCKETS)
     _kernels.bin_keys(
-        csr.indptr, csr.indices, data, feature_max, grid, table, row_split, keys, predicted
+        csr.indptr, csr.indices, data, feature_max, grid, table, row_split, shift, keys,
+        predicted,
+    )  # fmt: skip
+    return keys, predicted, shift
+
+
+def _kernel_labels(labels: sp.spmatrix, row_split: np.ndarray, act_indptr: np.ndarray) -> tuple:
+    """`hsg.concepts.kernels.split_columns` of the label matrix (as canonical CSR)."""
+    lab = sp.csr_matrix(labels)
+    if not lab.has_canonical_format:
+        lab = lab.copy()
+        lab.sum_duplicates()
+    return _kernels.split_columns(
+        lab.indptr, lab.indices, lab.data, row_split, lab.shape[1], act_indptr
     )
-    return keys, predicted
 
 
 def _label_columns(labels: sp.spmatrix) -> sp.csc_matrix:
@@ -324,11 +343,9 @@ def split_counts(
     if _use_numba(engine):
         csr = sp.csr_matrix(values)
         row_split = np.zeros(csr.shape[0], dtype=np.int8)  # every row in "split" 0
-        keys, predicted = _kernel_bins(csr, feature_max, g, row_split)
-        lab = _label_columns(labels)
-        tp = _kernels.all_counts(
-            csr.indptr, keys, lab.indptr, lab.indices, row_split, 0, k, csr.shape[1]
-        )
+        keys, predicted, shift = _kernel_bins(csr, feature_max, g, row_split)
+        ptr, starts, ends = _kernel_labels(labels, row_split, csr.indptr)
+        tp = _kernels.all_counts(keys, ptr, starts, ends, 0, k, csr.shape[1], shift)
         tp = np.ascontiguousarray(tp.transpose(2, 1, 0))
         predicted = np.ascontiguousarray(predicted[0].T)
         return SplitCounts(tp, predicted, positives, int(values.shape[0]))
@@ -422,9 +439,10 @@ def _select_and_test_numba(
     progress: Callable[[str], None] | None,
 ) -> tuple:
     """(feature max [F] on select; step, select F1, test tp, precision, recall, F1 [F, C];
-    test positives [C]) by the compiled kernels (`hsg.concepts.kernels`): each concept
-    counted in one cache-sized table, straight from the whole matrices and a per-row split
-    code (no split is copied out)."""
+    test positives [C]) by the compiled kernels (`hsg.concepts.kernels`): each concept's
+    select tokens counted in one cache-sized table, its test tokens at the chosen steps
+    only, straight from the whole matrices and a per-row split code (no split is copied
+    out)."""
     csr = sp.csr_matrix(values)
     n_features = csr.shape[1]
     row_split = np.full(csr.shape[0], -1, dtype=np.int8)
@@ -436,33 +454,30 @@ def _select_and_test_numba(
     feature_max = _kernels.column_max(
         csr.indptr, csr.indices, data, row_split, len(parts["select"]), n_features
     )
-    keys, predicted = _kernel_bins(csr, feature_max, grid, row_split)
-    lab = _label_columns(labels)
-    positives = _kernels.split_positives(lab.indptr, lab.indices, row_split)
-    n_concepts = lab.shape[1]
+    keys, predicted, shift = _kernel_bins(csr, feature_max, grid, row_split)
+    ptr, starts, ends = _kernel_labels(labels, row_split, csr.indptr)
+    positives = np.ascontiguousarray(np.diff(ptr).reshape(-1, 2).T)  # [2, C] tokens per split
+    n_concepts = len(ptr) // 2
     if progress:
         progress(f"select split: best step of {n_concepts} concepts")
+    # [C, F] rows (each concept's results contiguous, written in order); the result holds
+    # their transposes, [F, C] views in Fortran order, not copies
     step_cf = np.empty((n_concepts, n_features), dtype=np.int8 if len(grid) < 127 else np.int16)
-    f1_cf = np.empty((n_concepts, n_features), dtype=np.float32)
-    _kernels.select_best(
-        csr.indptr, keys, lab.indptr, lab.indices, row_split, positives[0], predicted[0],
-        step_cf, f1_cf,
-    )  # fmt: skip
+    out = [
+        np.empty((n_concepts, n_features), dtype=dtype)
+        for dtype in (np.intp, np.float32, np.int32, np.float64, np.float64, np.float64)
+    ]
+    step, select_f1, tp, precision, recall, f1 = out
+    pred = predicted[0]  # int32 where it fits: the F1 pass reads it for every concept
+    pred = pred.astype(np.int32 if pred.max(initial=0) < 1 << 31 else np.float64)
+    _kernels.select_best(keys, ptr, starts, ends, positives[0], pred, shift, step_cf, select_f1)
     if progress:
         progress("test split: counts at the chosen steps")
-    tp_cf = np.empty((n_concepts, n_features), dtype=np.int32)
-    scored = [np.empty((n_concepts, n_features), dtype=np.float64) for _ in range(3)]
-    _kernels.test_at_step(
-        csr.indptr, keys, lab.indptr, lab.indices, row_split, step_cf, predicted[1],
-        positives[1], tp_cf, *scored,
+    _kernels.test_scores(
+        keys, ptr, starts, ends, shift, step_cf, predicted[1], positives[1], step, tp, precision,
+        recall, f1,
     )  # fmt: skip
-    out = []
-    for src, dtype in ((step_cf, np.intp), (f1_cf, np.float32), (tp_cf, np.int32)) + tuple(
-        (x, np.float64) for x in scored
-    ):
-        dst = np.empty((n_features, n_concepts), dtype=dtype)
-        _kernels.transpose_into(src, dst)
-        out.append(dst)
+    out = [x.T for x in out]
     return (feature_max, *out, positives[1])
 
 

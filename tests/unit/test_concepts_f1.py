@@ -208,8 +208,10 @@ def test_steps_cleared_equal_exact_comparisons(grid):
 
     if f1._kernels is not None:  # the compiled guess-and-correct steps, on the same values
         row_split = np.zeros(matrix.shape[0], dtype=np.int8)
-        keys, _ = f1._kernel_bins(matrix, peaks.astype(np.float32).astype(np.float64), g, row_split)
-        assert np.array_equal(keys // len(peaks), expect)
+        keys, _, shift = f1._kernel_bins(
+            matrix, peaks.astype(np.float32).astype(np.float64), g, row_split
+        )
+        assert np.array_equal(keys >> shift, expect)
 
 
 needs_numba = pytest.mark.skipif(
@@ -234,6 +236,35 @@ def test_numba_and_numpy_engines_are_identical(ties, grid):
         assert x.dtype == y.dtype and np.array_equal(x, y), name
     assert np.array_equal(a.support, b.support)
     assert a.tokens == b.tokens and a.sequences == b.sequences
+
+
+@needs_numba
+def test_engines_identical_over_blocks_and_empty_columns():
+    """More concepts than a kernel block, a feature count that is not a power of two, a
+    feature that never fires, and concepts with no tokens, or tokens in one split only."""
+    import scipy.sparse as sp
+
+    acts, labels, _ = _random_case(n_seq=50, n_features=37, n_concepts=19, density=0.15)
+    values = acts.values.tolil()
+    values[:, 5] = 0
+    acts.values = values.tocsr()
+    acts.values.eliminate_zeros()
+    parts = split_rows(acts.index, 0.5, 0)
+    n = acts.index.n_tokens
+    extra = np.zeros((n, 3), dtype=bool)
+    extra[parts["test"][:7], 1] = True  # no select token: select F1 0, step 0
+    extra[parts["select"][:7], 2] = True  # no test token: support 0
+    labels.matrix = sp.hstack([labels.matrix, sp.csr_matrix(extra)]).tocsr()
+    labels.concepts += [Concept(f"x{j}", f"extra{j}", "test") for j in range(3)]
+    config = ConceptConfig()
+    a = concept_f1(acts, labels, config, engine="numpy")
+    b = concept_f1(acts, labels, config, engine="numba")
+    for name in ("feature_max", "step", "select_f1", "f1", "precision", "recall", "tp"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name
+    assert np.array_equal(a.support, b.support)
+    assert a.support[-1] == 0 and a.support[-2] == 7
+    assert (a.select_f1[:, -3:-1] == 0).all() and (a.step[:, -3:-1] == 0).all()
 
 
 @needs_numba
@@ -266,8 +297,8 @@ def test_numba_steps_equal_the_bucketed_numpy_steps():
     peak = peaks[matrix.indices]
     row_split = np.tile(np.array([0, 1, -1], dtype=np.int8), 134)[: matrix.shape[0]]
     for grid in (g,):
-        keys, predicted = _kernel_bins(matrix, peaks, grid, row_split)
-        steps, features = np.divmod(keys.astype(np.int64), len(peaks))
+        keys, predicted, shift = _kernel_bins(matrix, peaks, grid, row_split)
+        steps, features = np.divmod(keys.astype(np.int64), 1 << shift)
         assert np.array_equal(features, matrix.indices)
         exact = sum((matrix.data.astype(np.float64) > t * peak).astype(int) for t in grid)
         exact[~(peak > 0)] = 0
