@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="vectorised runs (median)")
     ap.add_argument("--engine", choices=("auto", "numba", "numpy"), default="auto")
     ap.add_argument("--numpy-repeat", type=int, default=1, help="numpy-engine runs (0: none)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="also time the numba engine with this many threads (≤ 1: not)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args(argv)  # fmt: skip
@@ -126,15 +132,38 @@ def main(argv: list[str] | None = None) -> int:
         jit = time.perf_counter() - t
         print(f"numba first call (JIT compile or cache load, + a tiny run): {jit:.2f} s, "
               "once per process; not in the times below")  # fmt: skip
-    runs = []
+    runs, phases = [], []
     for _ in range(max(1, args.repeat)):
-        t = time.perf_counter()
-        result = concept_f1(acts, labels, config, engine=engine)
-        runs.append(time.perf_counter() - t)
+        marks = [("splitting the sequences", time.perf_counter())]
+
+        def mark(msg: str, marks: list = marks) -> None:
+            marks.append((msg, time.perf_counter()))
+
+        result = concept_f1(acts, labels, config, engine=engine, progress=mark)
+        mark("")
+        runs.append(marks[-1][1] - marks[0][1])
+        # each progress message starts a phase, which lasts until the next one
+        phases.append([(m[0], n[1] - m[1]) for m, n in zip(marks, marks[1:], strict=False)])
     vec = float(np.median(runs))
     print(f"vectorised ({engine}): {vec:.2f} s (median of {', '.join(f'{r:.2f}' for r in runs)})"
           f" for {args.features} features × {len(labels.concepts)} concepts × "
           f"{len(config.thresholds)} thresholds, both splits")  # fmt: skip
+    if engine == "numba":  # the median run's phases (the numpy path reports per block)
+        for msg, seconds in phases[int(np.argsort(runs)[len(runs) // 2])]:
+            print(f"  {seconds:6.3f} s  {msg}")
+    threaded = []
+    if engine == "numba" and args.threads > 1:
+        for _ in range(max(1, args.repeat)):
+            t = time.perf_counter()
+            other = concept_f1(acts, labels, config, engine="numba", threads=args.threads)
+            threaded.append(time.perf_counter() - t)
+        for name in ("step", "select_f1", "f1", "precision", "recall", "tp"):
+            if not np.array_equal(getattr(result, name), getattr(other, name)):
+                print(f"MISMATCH between 1 and {args.threads} threads: {name}", file=sys.stderr)
+                return 1
+        print(f"numba, {args.threads} threads for the counting passes: "
+              f"{np.median(threaded):.2f} s (median of {', '.join(f'{r:.2f}' for r in threaded)})"
+              "; results identical (the first run includes loading its kernels)")  # fmt: skip
     numpy_runs = []
     if engine == "numba" and args.numpy_repeat > 0:
         for _ in range(args.numpy_repeat):
@@ -172,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         else f" (measured on {m} evenly spaced features, scaled ×{args.features / m:g})"
     )
     print(f"loop:       {loop_all:.1f} s{scaled}; counts equal")
-    print(f"speed-up:   {loop_all / vec:.1f}×")
+    print(f"speed-up:   {loop_all / vec:.1f}× (serial, as the loop)")
+    if threaded:
+        print(f"            {loop_all / np.median(threaded):.1f}× with {args.threads} threads")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpus = os.cpu_count()
     print(f"machine: {cpus} CPUs, load average {load:.1f} at the end (shared with other jobs)")
@@ -181,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             "windows": len(loci), "tokens": n, "features": args.features,
             "concepts": len(labels.concepts), "activations": int(matrix.nnz),
             "engine": engine, "jit_first_call_s": jit, "numpy_engine_runs_s": numpy_runs,
-            "vectorised_s": vec, "vectorised_runs_s": runs, "loop_s": loop_all,
+            "vectorised_s": vec, "vectorised_runs_s": runs, "phases_s": phases,
+            "threads": args.threads, "threaded_runs_s": threaded,
+            "loop_s": loop_all,
             "loop_features_measured": m, "load_average": load,
             "speedup": loop_all / vec}, indent=2))  # fmt: skip
     return 0

@@ -380,13 +380,18 @@ def concept_f1(
     config: ConceptConfig | None = None,
     progress: Callable[[str], None] | None = None,
     engine: str = "auto",
+    threads: int = 1,
 ) -> ConceptResult:
     """Score every feature against every concept (see the module docstring).
 
     ``engine``: ``auto`` counts with the numba kernels when numba imports, else with
-    numpy/scipy; ``numba`` / ``numpy`` force one. The results are identical."""
+    numpy/scipy; ``numba`` / ``numpy`` force one. The results are identical. ``threads``:
+    threads for the numba engine's two counting passes (concepts dealt out, each counted
+    by one thread: the same results); 1, the default, runs serially."""
     config = config or ConceptConfig()
     use_numba = _use_numba(engine)
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, got {threads}")
     index = activations.index
     if labels.matrix.shape[0] != index.n_tokens:
         raise ValueError(
@@ -402,7 +407,7 @@ def concept_f1(
     n_features = activations.values.shape[1]
     if use_numba:
         feature_max, step, select_f1, tp, precision, recall, f1, pos_test = _select_and_test_numba(
-            activations.values, labels.matrix, parts, grid, progress
+            activations.values, labels.matrix, parts, grid, progress, threads
         )
     else:
         sel_values = activations.values[parts["select"]]
@@ -437,6 +442,7 @@ def _select_and_test_numba(
     parts: dict[str, np.ndarray],
     grid: np.ndarray,
     progress: Callable[[str], None] | None,
+    threads: int = 1,
 ) -> tuple:
     """(feature max [F] on select; step, select F1, test tp, precision, recall, F1 [F, C];
     test positives [C]) by the compiled kernels (`hsg.concepts.kernels`): each concept's
@@ -470,13 +476,18 @@ def _select_and_test_numba(
     step, select_f1, tp, precision, recall, f1 = out
     pred = predicted[0]  # int32 where it fits: the F1 pass reads it for every concept
     pred = pred.astype(np.int32 if pred.max(initial=0) < 1 << 31 else np.float64)
-    _kernels.select_best(keys, ptr, starts, ends, positives[0], pred, shift, step_cf, select_f1)
+    args = (keys, ptr, starts, ends, positives[0], pred, shift, step_cf, select_f1)
+    if threads > 1:
+        _kernels.select_best_parallel(*args, threads)
+    else:
+        _kernels.select_best(*args)
     if progress:
         progress("test split: counts at the chosen steps")
-    _kernels.test_scores(
-        keys, ptr, starts, ends, shift, step_cf, predicted[1], positives[1], step, tp, precision,
-        recall, f1,
-    )  # fmt: skip
+    args = (keys, ptr, starts, ends, shift, step_cf, predicted[1], positives[1], step, tp)
+    if threads > 1:
+        _kernels.test_scores_parallel(*args, precision, recall, f1, threads)
+    else:
+        _kernels.test_scores(*args, precision, recall, f1)
     out = [x.T for x in out]
     return (feature_max, *out, positives[1])
 

@@ -30,15 +30,18 @@ slower); no denominator here can be zero.
 Exactness: the steps are ``activation > grid[k] × max`` in float64, as the numpy path
 defines them; F1 is ``float32(tp) / float32(max(positives, 1) + predicted)`` (IEEE
 division, correctly rounded in both paths), and ties keep the first step, so step, F1,
-tp, precision and recall are array-equal to the numpy path's. Serial: the machines this
-runs on are small and shared, and the baseline is serial too.
+tp, precision and recall are array-equal to the numpy path's. Serial by default (the
+machines this runs on are small and shared, and the benchmark's loop is serial);
+``threads`` > 1 deals the concepts of both counting passes out to threads
+(`select_best_parallel`, `test_scores_parallel`): each concept is still computed by one
+thread, in the same order, so the results are the same.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -117,20 +120,18 @@ def bin_keys(
     ``table`` is the bucket table of the numpy path (`hsg.concepts.f1._bucket_table`):
     the ratio activation / max, cut into m buckets (m = len(table) - 2; 0 holds negatives
     and NaN, m + 1 ratios ≥ 1), gives the step count where no grid value lies within a
-    wide margin of the bucket, and -1 where one does. A first, branch-free pass reads the
-    table for every entry (the ratio is formed in float64, far inside the margin) and
-    marks the unsure ones with step K+1; a second pass compares those exactly and counts
-    the predictions per split."""
+    wide margin of the bucket, and -1 where one does: a first pass reads the table for
+    every entry (the ratio is formed in float64, far inside the margin) and compares only
+    those exactly; a second counts the predictions per split."""
     n_features = len(feature_max)
     k = len(grid)
     m = len(table) - 2
     stride = np.int64(1) << shift
-    mask = stride - 1
     width = (k + 1) * stride
     scale = np.empty(n_features, dtype=np.float64)
     for f in range(n_features):  # NaN where max ≤ 0: bucket 0, then exact (→ 0)
         scale[f] = m / feature_max[f] if feature_max[f] > 0.0 else np.nan
-    steps = np.empty(m + 2, dtype=np.int64)
+    steps = np.empty(m + 2, dtype=keys.dtype)  # (keys' type holds (K+2) << shift)
     for b in range(m + 2):
         steps[b] = (table[b] if table[b] >= 0 else k + 1) << shift
     for q in range(len(indices)):
@@ -138,24 +139,24 @@ def bin_keys(
         y = np.float64(data[q]) * scale[f]
         y = y if y >= -1.0 else -1.0  # (NaN too)
         y = y if y <= m else np.float64(m)
-        keys[q] = steps[np.int64(y + 1.0)] | f
+        key = steps[np.int64(y + 1.0)] | f
+        if key >= width:  # a grid value near: compare exactly (rare, so predictable)
+            peak = feature_max[f]
+            s = 0
+            if peak > 0.0:
+                x = np.float64(data[q])
+                for g in range(k):
+                    s += x > grid[g] * peak
+            key = (s << shift) | f
+        keys[q] = key
     exact = np.zeros(2 * width, dtype=np.int32)
     for i in range(len(indptr) - 1):
         part = row_split[i]
+        if part < 0:
+            continue
+        base = part * width
         for q in range(indptr[i], indptr[i + 1]):
-            key = np.int64(keys[q])
-            if key >= width:
-                f = key & mask
-                peak = feature_max[f]
-                s = 0
-                if peak > 0.0:
-                    x = np.float64(data[q])
-                    for g in range(k):
-                        s += x > grid[g] * peak
-                key = (s << shift) | f
-                keys[q] = key
-            if part >= 0:
-                exact[part * width + key] += 1
+            exact[base + keys[q]] += 1
     for part in range(2):
         base = part * width
         for g in range(k - 1, 0, -1):
@@ -308,6 +309,17 @@ def select_best(
         )  # fmt: skip
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def select_best_parallel(
+    keys, ptr, starts, ends, positives, predicted, shift, step, best_f1, n_threads
+):  # pragma: no cover - compiled
+    """`select_best` with the concepts dealt out to ``n_threads`` threads (each with its own
+    table; every pair is computed by one thread exactly as serially, so results are equal)."""
+    for t in prange(n_threads):
+        select_best(keys, ptr, starts, ends, positives, predicted, shift, step, best_f1, t,
+                    n_threads)  # fmt: skip
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def test_scores(
     keys,
@@ -361,3 +373,14 @@ def test_scores(
             precision_c[f] = np.float64(t) / np.float64(max(pred, 1))
             recall_c[f] = np.float64(t) / pos1
             f1_c[f] = (2.0 * t) / np.float64(max(pred + pos, 1))
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def test_scores_parallel(
+    keys, ptr, starts, ends, shift, step_cf, predicted, positives, step, tp, precision, recall,
+    f1, n_threads,
+):  # pragma: no cover - compiled  # fmt: skip
+    """`test_scores` with the concepts dealt out to ``n_threads`` threads."""
+    for t in prange(n_threads):
+        test_scores(keys, ptr, starts, ends, shift, step_cf, predicted, positives, step, tp,
+                    precision, recall, f1, t, n_threads)  # fmt: skip

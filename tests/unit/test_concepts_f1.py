@@ -258,11 +258,12 @@ def test_engines_identical_over_blocks_and_empty_columns():
     labels.concepts += [Concept(f"x{j}", f"extra{j}", "test") for j in range(3)]
     config = ConceptConfig()
     a = concept_f1(acts, labels, config, engine="numpy")
-    b = concept_f1(acts, labels, config, engine="numba")
-    for name in ("feature_max", "step", "select_f1", "f1", "precision", "recall", "tp"):
-        x, y = getattr(a, name), getattr(b, name)
-        assert x.dtype == y.dtype and np.array_equal(x, y), name
-    assert np.array_equal(a.support, b.support)
+    for threads in (1, 2, 3):  # concepts dealt out to threads: the same results
+        b = concept_f1(acts, labels, config, engine="numba", threads=threads)
+        for name in ("feature_max", "step", "select_f1", "f1", "precision", "recall", "tp"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and np.array_equal(x, y), (name, threads)
+        assert np.array_equal(a.support, b.support)
     assert a.support[-1] == 0 and a.support[-2] == 7
     assert (a.select_f1[:, -3:-1] == 0).all() and (a.step[:, -3:-1] == 0).all()
 
@@ -337,6 +338,8 @@ def test_unknown_or_unavailable_engine_is_refused(monkeypatch):
     acts, labels, _ = _random_case(n_seq=10)
     with pytest.raises(ValueError, match="engine"):
         concept_f1(acts, labels, engine="cuda")
+    with pytest.raises(ValueError, match="threads"):
+        concept_f1(acts, labels, threads=0)
     monkeypatch.setattr(f1, "_kernels", None)
     with pytest.raises(RuntimeError, match="numba"):
         concept_f1(acts, labels, engine="numba")
