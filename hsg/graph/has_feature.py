@@ -12,31 +12,20 @@ one read that finds nothing. `backfill_node_labels` does the same for the `Label
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import neo4j
-from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
-from hsg.db.errors import DatabaseError
 from hsg.graph import statements as q
+from hsg.graph.driver_errors import driver_errors
 from hsg.graph.node_labels import LABEL_PREFIX, SAE_PREFIX
 
 
-@contextmanager
-def _backfill_errors(what: str, refused: str) -> Iterator[None]:
-    """A backfill's driver errors as DatabaseError: a lost server keeps what was written
-    (each batch is its own transaction), and `hsg db init` finishes the job."""
-    try:
-        yield
-    except ServiceUnavailable as exc:
-        raise DatabaseError(
-            f"lost the connection to Neo4j while {what}: {exc}. What was written is kept; "
-            "run `hsg db init` again to finish.",
-            connection_lost=True,
-        ) from exc
-    except Neo4jError as exc:
-        raise DatabaseError(f"Neo4j refused the {refused}: {exc.message}") from exc
+def _backfill_errors(doing: str, refused: str):
+    """A lost server keeps what was written (each batch is its own transaction), and
+    `hsg db init` finishes the job."""
+    return driver_errors(doing, "What was written is kept; run `hsg db init` again to finish.",
+                         f"the {refused}")  # fmt: skip
 
 
 def backfill_has_feature(

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import neo4j
-from neo4j.exceptions import Neo4jError, ServiceUnavailable
 
 from hsg.db.errors import DatabaseError
 from hsg.graph import statements as q
+from hsg.graph.driver_errors import driver_errors
 from hsg.graph.node_labels import LABEL_PREFIX, sae_node_label
 from hsg.regions.annotations import AnnotationHit
 
@@ -107,14 +107,8 @@ class GraphWriter:
         """The uniqueness constraints every MERGE here relies on (see `ensure_schema`)."""
         from hsg.db.schema import ensure_schema
 
-        try:
+        with driver_errors(refused="the schema"):
             ensure_schema(self.driver, self.database)
-        except ServiceUnavailable as exc:
-            raise DatabaseError(
-                f"lost the connection to Neo4j: {exc}", connection_lost=True
-            ) from exc
-        except Neo4jError as exc:
-            raise DatabaseError(f"Neo4j refused the schema: {exc.message}") from exc
 
     def finish(self, summary: dict) -> None:
         self._write(q.FINISH_RUN, run_id=self.run_id, summary=summary)
@@ -132,7 +126,7 @@ class GraphWriter:
         another is writing may then encode a sequence the other stores meanwhile; the
         ENCODED_BY guard of WRITE_ACTIVATIONS keeps it from being written twice, so the
         snapshot only decides what is worth encoding, never what is stored."""
-        try:
+        with driver_errors():
             ids = self.driver.execute_query(
                 q.ALL_ENCODED_IDS,
                 sae_id=self.sae_id,
@@ -141,10 +135,6 @@ class GraphWriter:
                 routing_=neo4j.RoutingControl.READ,
                 result_transformer_=lambda result: result.value("id"),
             )
-        except ServiceUnavailable as exc:
-            raise DatabaseError(
-                f"lost the connection to Neo4j: {exc}", connection_lost=True
-            ) from exc
         return set(ids) if len(ids) <= limit else None
 
     def counts(self) -> dict[str, int]:
@@ -196,33 +186,22 @@ class GraphWriter:
 
     # ------------------------------------------------------------------ helpers
     def _execute(self, work):
-        try:
+        kept = "Everything written before this batch is kept; run the same command again to resume."
+        with driver_errors("writing", kept, refused="a write"):
             with self.driver.session(database=self.database) as session:
                 return session.execute_write(work)
-        except ServiceUnavailable as exc:
-            raise DatabaseError(
-                f"lost the connection to Neo4j while writing: {exc}. Everything written "
-                "before this batch is kept; run the same command again to resume.",
-                connection_lost=True,
-            ) from exc
-        except Neo4jError as exc:
-            raise DatabaseError(f"Neo4j refused a write: {exc.message}") from exc
 
     def _write(self, statement: str, **params) -> None:
         self._execute(lambda tx: tx.run(statement, **params).consume())
 
     def _read(self, statement: str, **params) -> list[neo4j.Record]:
-        try:
+        with driver_errors():
             return self.driver.execute_query(
                 statement,
                 parameters_=params,
                 database_=self.database,
                 routing_=neo4j.RoutingControl.READ,
             ).records
-        except ServiceUnavailable as exc:
-            raise DatabaseError(
-                f"lost the connection to Neo4j: {exc}", connection_lost=True
-            ) from exc
 
 
 class BackgroundWriter:
