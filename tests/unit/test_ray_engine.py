@@ -23,7 +23,7 @@ from hsg.shards.schema import marker_file  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-OPTIONS = {"label_column": 6, "top_k": 2, "window": 100, "stride": 80, "shard_size": 4}
+OPTIONS = {"label_column": 6, "top_k": 2, "window": 100, "stride": 80, "shard_size": 8}
 
 
 @pytest.fixture(scope="module")
