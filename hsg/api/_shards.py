@@ -68,7 +68,9 @@ def encode_to_shards(
     Ray sized to this machine is started (and stopped). ``actors`` encoder actors (default
     one per GPU, else one per ``cpus_per_actor`` CPUs) each hold the model and the SAE.
     Re-running the same call resumes: complete shards are kept. Model and SAE must be paths
-    (every actor loads its own copy)."""
+    (every actor loads its own copy). The input is read once, one shard at a time; for BED
+    input the Ray tasks look the bases up in ``reference``, which every worker must be able
+    to read at the same path (docs/scale-out.md)."""
     from hsg.ingest.encode import model_properties, sae_properties
     from hsg.ingest.pipeline import IngestConfig, _hsg_version
     from hsg.ingest.ray_engine import RayOptions
