@@ -88,7 +88,9 @@ class SplitCounts:
 
 @dataclass
 class ConceptResult:
-    """Every pair's chosen threshold and its select/test scores, as [features, concepts]."""
+    """Every pair's chosen threshold and its select/test scores, as [features, concepts]
+    (the numba engine's are views of [concepts, features] rows, i.e. Fortran-ordered: the
+    same values, without a transposing copy)."""
 
     config: ConceptConfig
     feature_ids: list[str]

@@ -205,21 +205,18 @@ def split_columns(indptr, indices, data, row_split, n_concepts, act_indptr):  # 
     return ptr, starts, ends
 
 
-@njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _prefetch_ahead(keys, starts, p, hi):  # pragma: no cover - compiled
-    """Prefetch the keys of the token ``_AHEAD`` labels ahead: the rows are scattered, and
-    waiting for them, not the increments, is what costs."""
-    if p + _AHEAD < hi:
-        start = starts[p + _AHEAD]
-        _prefetch(keys, start)
-        _prefetch(keys, start + 32)  # a row can straddle two cache lines
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _count_tokens(keys, starts, ends, lo, hi, table):  # pragma: no cover - compiled
-    """``table[key] += 1`` for every stored activation of the tokens ``lo:hi``."""
+    """``table[key] += 1`` for every stored activation of the tokens ``lo:hi``.
+
+    The rows are scattered, and waiting for them, not the increments, is what costs: the
+    keys of the token ``_AHEAD`` labels ahead are prefetched (written out here and in
+    `test_scores`: through an ``inline="always"`` helper the pass took 1.5× as long)."""
     for p in range(lo, hi):
-        _prefetch_ahead(keys, starts, p, hi)
+        if p + _AHEAD < hi:
+            ahead = starts[p + _AHEAD]
+            _prefetch(keys, ahead)
+            _prefetch(keys, ahead + 32)  # a row can straddle two cache lines
         for q in range(starts[p], ends[p]):
             table[keys[q]] += 1
 
@@ -355,7 +352,10 @@ def test_scores(
         chosen = step_cf[c]
         lo, hi = ptr[2 * c + 1], ptr[2 * c + 2]
         for p in range(lo, hi):
-            _prefetch_ahead(keys, starts, p, hi)
+            if p + _AHEAD < hi:
+                ahead = starts[p + _AHEAD]
+                _prefetch(keys, ahead)
+                _prefetch(keys, ahead + 32)
             for q in range(starts[p], ends[p]):
                 key = np.int64(keys[q])
                 f = key & mask
