@@ -124,7 +124,7 @@ def demo(data, work: Path, sequences, annotations, d_sae, epochs, no_start, anal
     if annotations:
         ingest += ["--annotations", str(annotations)]
     _run(ingest)
-    _show_graph()
+    _show_graph(local=not no_start)
     if not analyse:
         return
 
@@ -210,7 +210,7 @@ def _named(driver, database: str, name: str, **params) -> list:
     return driver.execute_query(query.text, parameters_=params, database_=database).records
 
 
-def _show_graph() -> None:
+def _show_graph(local: bool) -> None:
     """What a user would look at first in Neo4j Browser, printed."""
     from hsg.db.connection import driver_session
     from hsg.db.settings import ConnectionSettings
@@ -229,9 +229,17 @@ def _show_graph() -> None:
         for r in top:
             shown = ", ".join(f"{t['feature']} ({t['sequences']})" for t in r["top"])
             click.echo(f"  {r['label']:<20} {shown}")
-    click.echo(
-        "\nExplore it in Neo4j Browser: http://127.0.0.1:7474/browser/ (user neo4j, password in "
-        ".hsg/neo4j/conf/hsg-password), e.g.\n"
-        "  MATCH (f:Feature)<-[a:ACTIVATES]-(s:Sequence)-[:HAS_LABEL]->(l:Label) "
-        "RETURN f, s, l LIMIT 100"
-    )
+    query = "MATCH (f:Feature)<-[a:ACTIVATES]-(s:Sequence)-[:HAS_LABEL]->(l:Label) "
+    query += "RETURN f, s, l LIMIT 100"
+    if local:  # the server this demo started: its own port and password file (HSG_HOME …)
+        from hsg.db.server import ServerConfig
+        from hsg.db.settings import PASSWORD_FILE
+
+        cfg = ServerConfig.from_env()
+        where = (
+            f": http://127.0.0.1:{cfg.http_port}/browser/ (user neo4j, password in "
+            f"{cfg.home / 'conf' / PASSWORD_FILE})"
+        )
+    else:
+        where = f" connected to {settings.uri}"
+    click.echo(f"\nExplore it in Neo4j Browser{where}, e.g.\n  {query}")

@@ -10,7 +10,7 @@ from hsg.cli import cli
 pytestmark = pytest.mark.db
 
 
-def test_demo_runs_whole_path(clean_db, tmp_path):
+def test_demo_runs_whole_path(clean_db, settings, tmp_path):
     args = [
         "demo",
         "--no-start",
@@ -26,6 +26,8 @@ def test_demo_runs_whole_path(clean_db, tmp_path):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "stored per label" in result.output
+    # the server it used, not the default one (the tests' server is on another port)
+    assert f"Explore it in Neo4j Browser connected to {settings.uri}" in result.output
     counts = clean_db.execute_query(
         "MATCH (s:Sequence)-[:HAS_LABEL]->(l:Label) RETURN l.name AS label, count(s) AS n "
         "ORDER BY label"
