@@ -51,3 +51,12 @@ def clean_db(driver, settings):
     apply_schema(driver, settings.database)
     yield driver
     wipe(driver, settings.database)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray of 2 CPUs, as in CI, for the tests of one module (no dashboard)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

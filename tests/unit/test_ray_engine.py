@@ -27,14 +27,6 @@ OPTIONS = {"label_column": 6, "top_k": 2, "window": 100, "stride": 80, "shard_si
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     import torch
 
