@@ -41,6 +41,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
+def timed_and_equal(result, runs: int, between: str, *args, **kwargs) -> list[float] | None:
+    """`runs` timed calls of concept_f1(*args, **kwargs); None (after saying which array
+    differs) when the last one's results are not exactly `result`'s."""
+    import numpy as np
+
+    from hsg.concepts.f1 import concept_f1
+
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        other = concept_f1(*args, **kwargs)
+        times.append(time.perf_counter() - t)
+    for name in ("step", "select_f1", "f1", "precision", "recall", "tp"):
+        if not np.array_equal(getattr(result, name), getattr(other, name)):
+            print(f"MISMATCH between {between}: {name}", file=sys.stderr)
+            return None
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--loci", type=Path, default=SHARED / "cisplatin" / "loci.tsv")
@@ -151,29 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     if engine == "numba":  # the median run's phases (the numpy path reports per block)
         for msg, seconds in phases[int(np.argsort(runs)[len(runs) // 2])]:
             print(f"  {seconds:6.3f} s  {msg}")
-    threaded = []
+    threaded: list[float] = []
     if engine == "numba" and args.threads > 1:
-        for _ in range(max(1, args.repeat)):
-            t = time.perf_counter()
-            other = concept_f1(acts, labels, config, engine="numba", threads=args.threads)
-            threaded.append(time.perf_counter() - t)
-        for name in ("step", "select_f1", "f1", "precision", "recall", "tp"):
-            if not np.array_equal(getattr(result, name), getattr(other, name)):
-                print(f"MISMATCH between 1 and {args.threads} threads: {name}", file=sys.stderr)
-                return 1
+        threaded = timed_and_equal(
+            result, max(1, args.repeat), f"1 and {args.threads} threads",
+            acts, labels, config, engine="numba", threads=args.threads,
+        )  # fmt: skip
+        if threaded is None:
+            return 1
         print(f"numba, {args.threads} threads for the counting passes: "
               f"{np.median(threaded):.2f} s (median of {', '.join(f'{r:.2f}' for r in threaded)})"
               "; results identical (the first run includes loading its kernels)")  # fmt: skip
-    numpy_runs = []
+    numpy_runs: list[float] = []
     if engine == "numba" and args.numpy_repeat > 0:
-        for _ in range(args.numpy_repeat):
-            t = time.perf_counter()
-            other = concept_f1(acts, labels, config, engine="numpy")
-            numpy_runs.append(time.perf_counter() - t)
-        for name in ("step", "select_f1", "f1", "precision", "recall", "tp"):
-            if not np.array_equal(getattr(result, name), getattr(other, name)):
-                print(f"MISMATCH between the numba and numpy engines: {name}", file=sys.stderr)
-                return 1
+        numpy_runs = timed_and_equal(
+            result, args.numpy_repeat, "the numba and numpy engines",
+            acts, labels, config, engine="numpy",
+        )  # fmt: skip
+        if numpy_runs is None:
+            return 1
         print(f"numpy engine: {np.median(numpy_runs):.2f} s (median of "
               f"{', '.join(f'{r:.2f}' for r in numpy_runs)}); results identical")  # fmt: skip
 
